@@ -1,0 +1,146 @@
+"""The JSON-lines event stream: the only channel from the engine to the UI.
+
+Every event is one JSON object on its own line of `<output_dir>/<output_name>.events.jsonl`,
+with `type` and `time` (Unix seconds) plus the fields listed in EVENT_FIELDS. The file is
+append-only; a reader may start anywhere and catch up. Writing goes to the file directly
+(never to stdout), so library noise on stdout/stderr cannot corrupt the stream.
+
+This module is torch-free: the web process imports it to read the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+# type -> fields it carries (besides `type` and `time`). README documents the same table.
+EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "start": ("total_steps", "epochs", "steps_per_epoch", "num_train_images", "num_reg_images",
+              "buckets", "resumed_from_step", "config_path", "device"),
+    "step": ("step", "total_steps", "epoch", "loss", "avg_loss", "lr", "sec_per_step", "eta_sec"),
+    "epoch": ("epoch", "epochs", "avg_loss"),
+    "sample": ("step", "epoch", "paths", "prompts"),
+    "saved": ("path", "kind", "epoch", "step", "size_bytes"),
+    "log": ("message",),
+    "warning": ("message", "code", "field"),
+    "error": ("code", "message", "field", "hint"),
+    "done": ("status", "files", "wall_time_sec", "steps_done", "message"),
+}
+DONE_STATUSES = ("completed", "stopped", "failed")
+
+
+def events_path(output_dir: str | Path, output_name: str) -> Path:
+    return Path(output_dir) / f"{output_name}.events.jsonl"
+
+
+class EventWriter:
+    """Appends events to the stream file, one flushed line per event."""
+
+    def __init__(self, path: str | Path, *, echo: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self.echo = echo
+
+    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        if type not in EVENT_FIELDS:
+            raise ValueError(f"unknown event type {type!r}")
+        unknown = set(fields) - set(EVENT_FIELDS[type])
+        if unknown:
+            raise ValueError(f"event {type!r} has no fields {sorted(unknown)}")
+        event = {"type": type, "time": round(time.time(), 3), **fields}
+        line = json.dumps(event, ensure_ascii=False, default=_json_default)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        if self.echo:
+            _echo(event)
+        return event
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> "EventWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def _echo(event: dict[str, Any]) -> None:
+    """A short human-readable line on stderr, for people running the engine in a terminal."""
+    import sys
+
+    t = event["type"]
+    if t == "step":
+        msg = (f"step {event['step']}/{event['total_steps']} epoch {event['epoch']} "
+               f"loss {event['loss']:.4f} avg {event['avg_loss']:.4f} lr {event['lr']:.2e} "
+               f"{event['sec_per_step']:.2f}s/it")
+    elif t in ("log", "warning"):
+        msg = f"{t}: {event['message']}"
+    elif t == "error":
+        msg = f"ERROR [{event['code']}] {event['message']}" + (f"\n  hint: {event['hint']}" if event.get("hint") else "")
+    elif t == "saved":
+        msg = f"saved {event['path']}"
+    elif t == "done":
+        msg = f"done: {event['status']} ({event.get('wall_time_sec', 0):.1f}s)"
+    else:
+        msg = f"{t}: " + json.dumps({k: v for k, v in event.items() if k not in ('type', 'time')}, default=str)[:300]
+    print(msg, file=sys.stderr, flush=True)
+
+
+class EventReader:
+    """Incremental tail of an events file: each `poll()` returns the complete new lines."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # an unterminated last line waits for its newline
+        events = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    return EventReader(path).poll()
+
+
+def iter_type(events: list[dict[str, Any]], type: str) -> Iterator[dict[str, Any]]:
+    return (e for e in events if e.get("type") == type)
+
+
+def last_of(events: list[dict[str, Any]], type: str) -> Optional[dict[str, Any]]:
+    found = None
+    for e in iter_type(events, type):
+        found = e
+    return found

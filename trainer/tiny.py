@@ -1,0 +1,195 @@
+"""Tiny random-weight models with the real Stable Diffusion layouts, and demo images.
+
+Tests and the CPU demo use these: no weights can be downloaded on the machines this
+project is built on, but a model whose module tree and key names match SD1.x / SD2.x
+exercises every real code path (loading, LoRA injection, kohya key names, sampling).
+
+    python -m trainer.tiny --family sd1 --out models/tiny-sd1            # diffusers folder
+    python -m trainer.tiny --family sd2-v --out models/tiny.safetensors  # single file
+    python -m trainer.tiny --demo demo/                                  # model + images
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+from pathlib import Path
+
+from trainer.families.tokenizers import load_clip_tokenizer
+
+FAMILIES = ("sd1", "sd2", "sd2-v")
+
+
+def tiny_unet_config(family: str) -> dict:
+    v2 = family.startswith("sd2")
+    return dict(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4) if v2 else 8,
+        use_linear_projection=v2,
+        norm_num_groups=32,
+    )
+
+
+def tiny_vae_config() -> dict:
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=64,
+    )
+
+
+def tiny_text_config(family: str) -> dict:
+    v2 = family.startswith("sd2")
+    return dict(
+        vocab_size=49408,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        max_position_embeddings=77,
+        projection_dim=32,
+        hidden_act="gelu" if v2 else "quick_gelu",
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=1,
+    )
+
+
+def scheduler_config(family: str) -> dict:
+    return dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction" if family == "sd2-v" else "epsilon",
+    )
+
+
+def build_tiny_pipeline(family: str = "sd1", seed: int = 0):
+    """A StableDiffusionPipeline of random weights with the given family's layout."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}")
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**tiny_unet_config(family))
+    vae = AutoencoderKL(**tiny_vae_config())
+    text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_config(family)))
+    # Real SD checkpoints have non-zero norm biases; random init leaves them at 0, which would
+    # make the v-prediction heuristic (std of a norm bias, as real 768-v models show) meaningless.
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if name.endswith("norm1.bias") and "transformer_blocks" in name:
+                p.normal_(0.0, 0.2 if family == "sd2-v" else 0.02)
+    tokenizer = load_clip_tokenizer(pad_token="!" if family.startswith("sd2") else "<|endoftext|>")
+    scheduler = DDIMScheduler(**scheduler_config(family))
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_tiny_model(dest: Path, family: str = "sd1", seed: int = 0) -> Path:
+    """Write a tiny model as a diffusers folder, or as a single file when dest ends in .safetensors."""
+    dest = Path(dest)
+    pipe = build_tiny_pipeline(family, seed)
+    if dest.suffix in (".safetensors", ".ckpt"):
+        from trainer.families.single_file import save_single_file
+
+        save_single_file(pipe, dest, family=family)
+    else:
+        pipe.save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
+# ---- demo images ------------------------------------------------------------------
+def _draw_shape_image(size: tuple[int, int], rng: random.Random, radius_frac: float):
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    bg = tuple(rng.randint(150, 255) for _ in range(3))
+    img = Image.new("RGB", size, bg)
+    draw = ImageDraw.Draw(img)
+    r = radius_frac * min(w, h) / 2
+    cx = w / 2 + rng.uniform(-0.1, 0.1) * w
+    cy = h / 2 + rng.uniform(-0.1, 0.1) * h
+    color = (rng.randint(150, 230), rng.randint(0, 60), rng.randint(0, 60))
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
+    return img
+
+
+def make_image_folder(folder: Path, count: int, *, sizes: list[tuple[int, int]] | None = None,
+                      caption: str | None = None, caption_extension: str = ".txt",
+                      radius_frac: float = 0.6, seed: int = 0) -> list[Path]:
+    """Write `count` PNG images of a red disc (and optional captions) into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    sizes = sizes or [(64, 64)]
+    paths = []
+    for i in range(count):
+        img = _draw_shape_image(sizes[i % len(sizes)], rng, radius_frac)
+        path = folder / f"img_{i:03d}.png"
+        img.save(path)
+        if caption is not None:
+            path.with_suffix(caption_extension).write_text(caption, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def make_demo(root: Path) -> dict[str, Path]:
+    """Create the CPU demo: a tiny SD1 model and a small captioned image set under `root`."""
+    root = Path(root)
+    model = root / "tiny-sd1"
+    if not (model / "model_index.json").exists():
+        save_tiny_model(model, "sd1")
+    img_dir = root / "img" / "10_sks disc"
+    if not img_dir.exists():
+        make_image_folder(img_dir, 4, sizes=[(64, 64), (64, 64), (96, 64), (64, 96)],
+                          caption="sks disc, red circle", seed=1)
+    return {"model": model, "train_data_dir": root / "img"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", choices=FAMILIES, default="sd1")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--demo", type=Path, help="create the demo model and images under this folder")
+    args = ap.parse_args()
+    if args.demo:
+        for k, v in make_demo(args.demo).items():
+            print(f"{k}: {v}")
+    elif args.out:
+        print(save_tiny_model(args.out, args.family, args.seed))
+    else:
+        ap.error("give --out or --demo")
+
+
+if __name__ == "__main__":
+    main()

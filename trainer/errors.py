@@ -1,0 +1,17 @@
+"""Errors a user can act on. The engine turns them into `error` events (code, message, field, hint)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class TrainingError(Exception):
+    def __init__(self, code: str, message: str, *, field: Optional[str] = None, hint: Optional[str] = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.hint = hint
+
+    def event_fields(self) -> dict:
+        return {"code": self.code, "message": self.message, "field": self.field, "hint": self.hint}

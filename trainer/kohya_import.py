@@ -1,0 +1,135 @@
+"""Map a kohya_ss GUI JSON config onto TrainConfig.
+
+kohya_ss saves its GUI state under GUI field names (`epoch`, `optimizer`, `max_resolution`,
+`LoRA_type`, ...) that drift from sd-scripts' argument names. Most keys are the same name,
+some are renamed or reshaped below; everything we cannot represent is reported, never
+silently dropped. Torch-free: the web process uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from trainer.config import ConfigError, TrainConfig, coerce_value
+
+# GUI-only keys whose meaning is folded into other fields below.
+_CONSUMED = {"epoch", "max_resolution", "optimizer", "LoRA_type", "lr_warmup", "use_8bit_adam",
+             "xformers", "sdpa", "max_train_epochs", "max_train_steps", "lr_warmup_steps"}
+
+
+def _meaningful(value: Any) -> bool:
+    return value not in (None, "", False, 0, 0.0, [], {}, "none", "None")
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _map_lora_type(value: Any) -> Optional[str]:
+    if value in ("Standard", "", None):
+        return "Standard"
+    if value in ("Kohya LoCon", "LoCon", "LyCORIS/LoCon"):
+        return "LoCon"
+    return None
+
+
+def import_kohya_config(data: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
+    """Return our config and a list of `"key: reason"` for what could not be mapped."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    unmapped: list[str] = []
+
+    def put(name: str, raw: Any, source: str) -> None:
+        f = fields[name]
+        candidates = [raw]
+        num = _number(raw)
+        if num is not None and not isinstance(raw, (int, float)):
+            candidates.append(int(num) if num.is_integer() else num)
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            candidates.append(str(raw))
+        for cand in candidates:
+            try:
+                values[name] = coerce_value(f, cand)
+                return
+            except ValueError as exc:
+                last = str(exc)
+        unmapped.append(f"{source}: {last}")
+
+    for key, raw in data.items():
+        if key in _CONSUMED:
+            continue
+        if key in fields:
+            if key in ("unet_lr", "text_encoder_lr") and raw in ("", None):
+                continue
+            put(key, raw, key)
+        elif _meaningful(raw):
+            unmapped.append(f"{key}: not supported by this app (value {raw!r} ignored)")
+
+    # Epochs vs steps: kohya passes max_train_epochs (wins in sd-scripts), else steps, else `epoch`.
+    epochs = _number(data.get("max_train_epochs"))
+    steps = _number(data.get("max_train_steps"))
+    if epochs and epochs > 0:
+        put("max_train_epochs", int(epochs), "max_train_epochs")
+        values["max_train_steps"] = 0
+    elif steps and steps > 0:
+        put("max_train_steps", int(steps), "max_train_steps")
+    elif _number(data.get("epoch")):
+        put("max_train_epochs", int(_number(data["epoch"])), "epoch")
+
+    if "max_resolution" in data:
+        put("resolution", str(data["max_resolution"]).replace(" ", ""), "max_resolution")
+    optimizer = data.get("optimizer") or ("AdamW8bit" if data.get("use_8bit_adam") else None)
+    if optimizer:
+        name = str(optimizer).split(".")[-1]  # "pytorch_optimizer.CAME" -> "CAME"
+        put("optimizer_type", name, "optimizer")
+    if "LoRA_type" in data:
+        lora_type = _map_lora_type(data["LoRA_type"])
+        if lora_type is None:
+            unmapped.append(f"LoRA_type: {data['LoRA_type']!r} is not supported (Standard and LoCon are)")
+        else:
+            values["lora_type"] = lora_type
+    # Warmup: an explicit step count wins over the percentage field.
+    warmup_steps = _number(data.get("lr_warmup_steps"))
+    warmup_pct = _number(data.get("lr_warmup"))
+    if warmup_steps and warmup_steps > 0:
+        put("lr_warmup_steps", warmup_steps, "lr_warmup_steps")
+    elif warmup_pct and warmup_pct > 0:
+        put("lr_warmup_steps", warmup_pct / 100.0, "lr_warmup")
+    attention = data.get("xformers")
+    if attention is not None:
+        xformers = attention is True or attention == "xformers"
+        values["xformers"] = xformers
+        values["sdpa"] = (not xformers and attention != "none") or bool(data.get("sdpa"))
+
+    # kohya: a learning rate of 0 for a part means "do not train it"; ours says the same.
+    try:
+        config = TrainConfig.from_dict(values)
+    except ConfigError as exc:  # cross-field coercions above should make this unreachable
+        unmapped.extend(str(e) for e in exc.errors)
+        config = TrainConfig.from_dict({k: v for k, v in values.items()
+                                        if k not in {e.field for e in exc.errors}})
+    return config, unmapped
+
+
+def looks_like_kohya_config(data: dict[str, Any]) -> bool:
+    """kohya_ss GUI configs carry GUI-only keys and no format_version."""
+    return "format_version" not in data and any(k in data for k in ("LoRA_type", "epoch", "max_resolution", "optimizer"))
+
+
+def load_any_config(data: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
+    """Our own flat format, or a kohya_ss GUI config (mapped, with the unmapped keys listed)."""
+    if looks_like_kohya_config(data):
+        return import_kohya_config(data)
+    return TrainConfig.from_dict(data), []
+
+

@@ -1,0 +1,479 @@
+"""The training loop.
+
+Reads like nanoGPT's: set up (model, LoRA, data, optimizer), then one loop over epochs and
+batches that steps the optimizer every `gradient_accumulation_steps` batches, saves and
+samples on cadence, and reports every step as an event. The loop never branches on the
+model family: everything family-specific goes through the `ModelFamily` it was given.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from trainer.config import TrainConfig
+from trainer.errors import TrainingError
+from trainer.events import EventWriter
+from trainer.training.loss import diffusion_loss
+from trainer.training.noise import NoiseSchedule, make_noise, sample_timesteps
+from trainer.training.optimizers import build_optimizer, describe_optimizer
+from trainer.training.schedulers import build_lr_scheduler, warmup_steps
+from trainer.training.state import LoadedState, TrainPosition, load_state, restore_rng, save_state
+
+NAN_HINT = ("Lower the learning rate (or network alpha); with fp16 the numbers may overflow: "
+            "use bf16 or no mixed precision.")
+OOM_HINT = ("Use batch size 1, turn on gradient checkpointing and cache latents, lower the resolution, "
+            "or pick an 8-bit optimizer (AdamW8bit).")
+
+
+class StopSignal:
+    """A graceful stop: SIGINT/SIGTERM or a stop file; the loop checks it after every step."""
+
+    def __init__(self, stop_file: Optional[Path] = None, install_handlers: bool = True):
+        self.stop_file = stop_file
+        self._flag = False
+        if install_handlers:
+            signal.signal(signal.SIGINT, self._handle)
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self._flag = True
+
+    def requested(self) -> bool:
+        return self._flag or (self.stop_file is not None and self.stop_file.exists())
+
+
+@dataclass
+class Precision:
+    device: torch.device
+    weight_dtype: torch.dtype  # frozen base weights
+    autocast_dtype: Optional[torch.dtype]  # None = no autocast
+    use_grad_scaler: bool
+    network_dtype: torch.dtype = torch.float32
+
+
+def resolve_precision(cfg: TrainConfig, events: EventWriter) -> Precision:
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+    else:
+        device = torch.device("cpu")
+    mp = cfg.mixed_precision
+    if device.type == "cpu" and mp != "no":
+        events.emit("warning", code="precision_cpu", field="mixed_precision",
+                    message=f"mixed precision {mp} needs a GPU; training in fp32 on the CPU")
+        mp = "no"
+    if mp == "no":
+        return Precision(device, torch.float32, None, False)
+    dtype = torch.float16 if mp == "fp16" else torch.bfloat16
+    network_dtype = dtype if (cfg.full_fp16 or cfg.full_bf16) else torch.float32
+    return Precision(device, dtype, dtype, mp == "fp16" and not cfg.full_fp16, network_dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class RunFiles:
+    """Names of everything a run writes into output_dir (kohya's naming)."""
+
+    output_dir: Path
+    name: str
+    ext: str
+
+    def lora(self, suffix: str = "") -> Path:
+        return self.output_dir / f"{self.name}{suffix}.{self.ext}"
+
+    def epoch_lora(self, epoch: int) -> Path:
+        return self.lora(f"-{epoch:06d}")
+
+    def step_lora(self, step: int) -> Path:
+        return self.lora(f"-step{step:08d}")
+
+    def state_dir(self, lora_path: Path) -> Path:
+        return lora_path.with_name(lora_path.stem + "-state")
+
+    @property
+    def config_json(self) -> Path:
+        return self.output_dir / f"{self.name}.json"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.output_dir / "sample"
+
+
+@dataclass
+class Trainer:
+    cfg: TrainConfig
+    events: EventWriter
+    stop: StopSignal
+    saved_files: list[str] = field(default_factory=list)
+
+    # ---- setup ----------------------------------------------------------------------
+    def setup(self) -> None:
+        from trainer.data.dataset import LoraDataset
+        from trainer.data.scan import scan_dataset
+        from trainer.data.steps import plan_steps
+        from trainer.families import get_family
+        from trainer.families.detect import resolve_model_info
+        from trainer.network.lora import LoraNetwork, NetworkSpec
+
+        cfg = self.cfg
+        self.started_at = time.time()
+        self.session_id = uuid.uuid4().hex[:16]
+        self.files = RunFiles(Path(cfg.output_dir), cfg.output_name, cfg.save_model_as)
+        seed_everything(cfg.seed)
+        self.precision = resolve_precision(cfg, self.events)
+        device = self.precision.device
+
+        self.info = resolve_model_info(cfg)
+        for note in self.info.notes:
+            self.events.emit("log", message=note)
+        self.family = get_family(self.info)
+
+        self.scan = scan_dataset(cfg)
+        self.plan = plan_steps(cfg, self.scan)
+        self.events.emit("log", message=f"loading model {cfg.pretrained_model_name_or_path} ({self.info.family}"
+                         f"{', v-prediction' if self.info.v_parameterization else ''})")
+        self.comp = self.family.load(cfg, self.info)
+
+        self.train_unet = cfg.effective_unet_lr() > 0
+        self.train_te = cfg.effective_text_encoder_lr() > 0
+        for model in (self.comp.unet, *self.comp.text_encoders, self.comp.vae):
+            model.requires_grad_(False)
+        for model in (self.comp.unet, *self.comp.text_encoders):
+            model.to(device, dtype=self.precision.weight_dtype)
+        if cfg.xformers:
+            self.family.enable_xformers(self.comp)
+        if cfg.gradient_checkpointing:
+            self.family.enable_gradient_checkpointing(self.comp, text_encoder=self.train_te)
+
+        spec = NetworkSpec(rank=cfg.network_dim, alpha=cfg.network_alpha,
+                           conv_rank=cfg.conv_dim if cfg.uses_conv_lora() else 0,
+                           conv_alpha=cfg.conv_alpha, dropout=cfg.network_dropout)
+        self.network = LoraNetwork.inject(self.family, self.comp, spec, train_unet=self.train_unet,
+                                          train_text_encoder=self.train_te)
+        self.network.to(device, dtype=self.precision.network_dtype)
+        if cfg.network_weights:
+            from trainer.network.kohya_format import read_lora_file
+
+            report = self.network.load_lora_file(read_lora_file(cfg.network_weights))
+            self.events.emit("log", message=f"network weights {cfg.network_weights}: {report}")
+
+        # The VAE is only needed to encode images; sampling needs it too (decode).
+        self.vae_dtype = torch.float32
+        self.comp.vae.to(device, dtype=self.vae_dtype)
+        self.schedule = NoiseSchedule(self.info_prediction_type())
+        self.noise_generator = torch.Generator().manual_seed(cfg.seed)
+
+        self.dataset = LoraDataset(cfg, self.scan)
+        if self.dataset.can_cache_latents and cfg.cache_latents:
+            self.events.emit("log", message="caching latents")
+            n = self.dataset.cache_latents(self._encode_pixels, to_disk=cfg.cache_latents_to_disk)
+            self.events.emit("log", message=f"cached latents of {n} images")
+        self._text_cache: dict[str, dict[str, torch.Tensor]] = {}
+
+        groups = self.network.param_groups(cfg.effective_unet_lr(), cfg.effective_text_encoder_lr())
+        opt_args = cfg.optimizer_args
+        if cfg.optimizer_type == "Adafactor" and cfg.lr_scheduler == "adafactor" and "relative_step" not in opt_args:
+            opt_args = (opt_args + " relative_step=True").strip()
+        self.optimizer = build_optimizer(cfg.optimizer_type, groups, cfg.learning_rate, opt_args)
+        self.lr_scheduler = build_lr_scheduler(
+            cfg.lr_scheduler, self.optimizer, total_steps=self.plan.total_steps, warmup=cfg.lr_warmup_steps,
+            num_cycles=cfg.lr_scheduler_num_cycles, power=cfg.lr_scheduler_power)
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.precision.use_grad_scaler else None
+
+        self.position = TrainPosition(global_step=0, epoch=0, batch_in_epoch=0, loss_history=[])
+        if cfg.resume:
+            self._resume(load_state(Path(cfg.resume)))
+
+    def info_prediction_type(self) -> str:
+        return "v_prediction" if self.info.v_parameterization else "epsilon"
+
+    def _resume(self, state: LoadedState) -> None:
+        self.network.load_trainable_state(state.network_state)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.lr_scheduler.load_state_dict(state.scheduler)
+        if self.grad_scaler is not None and state.grad_scaler:
+            self.grad_scaler.load_state_dict(state.grad_scaler)
+        restore_rng(state.rng, self.noise_generator)
+        self.position = state.position
+        self.events.emit("log", message=f"resumed from {self.cfg.resume} at step {self.position.global_step}")
+
+    # ---- model calls ------------------------------------------------------------------
+    @torch.no_grad()
+    def _encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> scaled latents. A seeded generator keeps caching reproducible."""
+        vae = self.comp.vae
+        gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed)
+        dist = vae.encode(pixel_values.to(self.precision.device, self.vae_dtype)).latent_dist
+        eps = torch.randn(dist.mean.shape, generator=gen, dtype=dist.mean.dtype).to(dist.mean.device)
+        latents = dist.mean + dist.std * eps
+        latents = torch.nan_to_num(latents, nan=0.0)
+        return latents * self.family.latent_scale
+
+    def _encode_text(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        kw = dict(clip_skip=self.cfg.clip_skip, max_token_length=self.cfg.max_token_length)
+        if self.train_te:
+            with self._autocast():
+                return self.family.encode_prompts(self.comp, captions, **kw)
+        # Frozen text encoder: each distinct caption is encoded once (a large saving on CPU).
+        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
+        if missing:
+            with torch.no_grad(), self._autocast():
+                out = self.family.encode_prompts(self.comp, missing, **kw)
+            for i, c in enumerate(missing):
+                self._text_cache[c] = {k: v[i : i + 1] for k, v in out.items()}
+        return {k: torch.cat([self._text_cache[c][k] for c in captions]) for k in self._text_cache[captions[0]]}
+
+    def _autocast(self):
+        p = self.precision
+        if p.autocast_dtype is None:
+            return torch.autocast(p.device.type, enabled=False)
+        return torch.autocast(p.device.type, dtype=p.autocast_dtype)
+
+    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        cfg, device = self.cfg, self.precision.device
+        if batch.get("latents") is not None:
+            latents = batch["latents"].to(device, torch.float32)
+        else:
+            latents = self._encode_pixels(batch["pixel_values"]).float()
+        cond = self._encode_text(batch["captions"])
+        noise = make_noise(latents, self.noise_generator, offset_type=cfg.noise_offset_type,
+                           noise_offset=cfg.noise_offset, multires_iterations=cfg.multires_noise_iterations,
+                           multires_discount=cfg.multires_noise_discount)
+        timesteps = sample_timesteps(latents.shape[0], cfg.min_timestep, cfg.max_timestep,
+                                     self.noise_generator, device)
+        noisy = self.schedule.add_noise(latents, noise, timesteps)
+        with self._autocast():
+            pred = self.family.predict(self.comp, noisy.to(self.precision.weight_dtype), timesteps, cond, batch)
+        target = self.schedule.target(latents, noise, timesteps)
+        weights = torch.as_tensor(batch["loss_weights"], dtype=torch.float32, device=device)
+        if cfg.min_snr_gamma > 0:
+            weights = weights * self.schedule.min_snr_weights(timesteps, cfg.min_snr_gamma)
+        return diffusion_loss(pred, target, weights)
+
+    # ---- saving and sampling -------------------------------------------------------------
+    def save_lora(self, path: Path, *, kind: str, epoch: int, step: int) -> None:
+        from trainer.network.kohya_format import write_lora_file
+
+        metadata = self.metadata(epoch=epoch, step=step)
+        lora = self.network.to_lora_file(metadata)
+        write_lora_file(path, lora, save_precision=self.cfg.save_precision, exclusive=True)
+        self.saved_files.append(str(path))
+        self.events.emit("saved", path=str(path), kind=kind, epoch=epoch, step=step,
+                         size_bytes=path.stat().st_size)
+        if self.cfg.save_state or kind == "stopped":
+            state_dir = save_state(self.files.state_dir(path), position=self.position,
+                                   network_state=self.network.trainable_state(), optimizer=self.optimizer,
+                                   scheduler=self.lr_scheduler, noise_generator=self.noise_generator,
+                                   grad_scaler=self.grad_scaler)
+            self.events.emit("saved", path=str(state_dir), kind="state", epoch=epoch, step=step, size_bytes=0)
+
+    def metadata(self, *, epoch: int, step: int) -> dict[str, str]:
+        from trainer.network.metadata import RunInfo, build_training_metadata
+
+        info = RunInfo(
+            session_id=self.session_id,
+            training_started_at=self.started_at,
+            epoch=epoch,
+            steps=step,
+            max_train_steps=self.plan.total_steps,
+            num_epochs=self.plan.epochs,
+            num_batches_per_epoch=self.plan.batches_per_epoch,
+            num_train_images=self.plan.num_train_images,
+            num_reg_images=self.plan.num_reg_images,
+            dataset_dirs=self.scan.dataset_dirs(),
+            reg_dataset_dirs=self.scan.reg_dataset_dirs(),
+            tag_frequency=self.scan.tag_frequency(),
+            bucket_info=self.plan.bucket_info(),
+            base_model_version=self.family.base_model_version(self.info),
+            modelspec_architecture=self.family.modelspec_architecture(self.info),
+            optimizer=describe_optimizer(self.cfg.optimizer_type, self.cfg.optimizer_args),
+            lr_warmup_steps=warmup_steps(self.cfg.lr_warmup_steps, self.plan.total_steps),
+            v2=self.info.v2,
+            v_parameterization=self.info.v_parameterization,
+        )
+        return build_training_metadata(self.cfg, info)
+
+    def maybe_sample(self, *, step: int, epoch: int) -> None:
+        from trainer.sampling import generate_samples, parse_prompts
+
+        prompts = parse_prompts(self.cfg.sample_prompts)
+        if not prompts:
+            return
+        p = self.precision
+        paths = generate_samples(self.family, self.comp, prompts, out_dir=self.files.samples_dir,
+                                 output_name=self.cfg.output_name, step=step, epoch=epoch,
+                                 sampler=self.cfg.sample_sampler, device=p.device, dtype=p.weight_dtype)
+        self.events.emit("sample", step=step, epoch=epoch, paths=[str(x) for x in paths],
+                         prompts=[pr.prompt for pr in prompts])
+
+    def _sample_due_after_step(self, step: int) -> bool:
+        n = self.cfg.sample_every_n_steps
+        return n > 0 and self.cfg.sample_every_n_epochs == 0 and step % n == 0
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self) -> str:
+        cfg, plan, pos = self.cfg, self.plan, self.position
+        total, accum = plan.total_steps, cfg.gradient_accumulation_steps
+        self.events.emit(
+            "start", total_steps=total, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
+            num_train_images=plan.num_train_images, num_reg_images=plan.num_reg_images,
+            buckets=plan.bucket_table(), resumed_from_step=pos.global_step,
+            config_path=str(self.files.config_json), device=str(self.precision.device))
+        if cfg.sample_at_first and pos.global_step == 0:
+            self.maybe_sample(step=0, epoch=0)
+
+        params = self.network.trainable_parameters()
+        self.network.train()
+        step_times: list[float] = []
+        window = max(1, min(plan.steps_per_epoch, 100))
+        while pos.epoch < plan.epochs and pos.global_step < total:
+            batches = self.dataset.batches(pos.epoch)
+            last = len(batches) - 1
+            step_loss, t_step = 0.0, time.perf_counter()
+            for i in range(pos.batch_in_epoch, len(batches)):
+                batch = self.dataset.load_batch(batches[i], pos.epoch)
+                loss = self.compute_loss(batch)
+                if not torch.isfinite(loss):
+                    raise TrainingError("nan_loss", f"the loss became {loss.item()} at step {pos.global_step + 1}",
+                                        field="learning_rate", hint=NAN_HINT)
+                scaled = loss / accum
+                (self.grad_scaler.scale(scaled) if self.grad_scaler else scaled).backward()
+                step_loss += loss.item() / accum
+                pos.batch_in_epoch = i + 1
+                if (i + 1) % accum != 0 and i != last:
+                    continue
+                self._optimizer_step(params)
+                pos.global_step += 1
+                pos.loss_history = (pos.loss_history + [step_loss])[-window:]
+                dt = time.perf_counter() - t_step
+                step_times = (step_times + [dt])[-20:]
+                sec = sum(step_times) / len(step_times)
+                self.events.emit(
+                    "step", step=pos.global_step, total_steps=total, epoch=pos.epoch + 1, loss=step_loss,
+                    avg_loss=sum(pos.loss_history) / len(pos.loss_history),
+                    lr=self.optimizer.param_groups[0]["lr"] or 0.0, sec_per_step=dt,
+                    eta_sec=sec * (total - pos.global_step))
+                step_loss, t_step = 0.0, time.perf_counter()
+                done = pos.global_step >= total
+                if cfg.save_every_n_steps and pos.global_step % cfg.save_every_n_steps == 0 and not done:
+                    self.save_lora(self.files.step_lora(pos.global_step), kind="step", epoch=pos.epoch + 1,
+                                   step=pos.global_step)
+                if self._sample_due_after_step(pos.global_step):
+                    self.maybe_sample(step=pos.global_step, epoch=pos.epoch + 1)
+                if done:
+                    break
+                if self.stop.requested():
+                    return self._stopped()
+            else:
+                # The epoch ran to its end.
+                finished_epoch = pos.epoch + 1
+                pos.epoch, pos.batch_in_epoch = finished_epoch, 0
+                avg = sum(pos.loss_history) / max(1, len(pos.loss_history))
+                self.events.emit("epoch", epoch=finished_epoch, epochs=plan.epochs, avg_loss=avg)
+                is_last = finished_epoch >= plan.epochs or pos.global_step >= total
+                if cfg.save_every_n_epochs and finished_epoch % cfg.save_every_n_epochs == 0 and not is_last:
+                    self.save_lora(self.files.epoch_lora(finished_epoch), kind="epoch", epoch=finished_epoch,
+                                   step=pos.global_step)
+                if cfg.sample_every_n_epochs and finished_epoch % cfg.sample_every_n_epochs == 0:
+                    self.maybe_sample(step=pos.global_step, epoch=finished_epoch)
+                if self.stop.requested() and not is_last:
+                    return self._stopped()
+                continue
+            break  # max_train_steps reached inside an epoch
+
+        final_epoch = min(pos.epoch + (1 if pos.batch_in_epoch else 0), plan.epochs)
+        self.save_lora(self.files.lora(), kind="final", epoch=final_epoch, step=pos.global_step)
+        return "completed"
+
+    def _optimizer_step(self, params: list[torch.nn.Parameter]) -> None:
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.scale_weight_norms > 0:
+            self.network.apply_max_norm(self.cfg.scale_weight_norms)
+
+    def _stopped(self) -> str:
+        pos = self.position
+        self.events.emit("log", message=f"stop requested: saving at step {pos.global_step}")
+        path = self.files.lora("-stopped")
+        if path.exists():
+            path.unlink()  # an older stop file of this run name; the state beside it is replaced too
+        self.save_lora(path, kind="stopped", epoch=pos.epoch + 1, step=pos.global_step)
+        return "stopped"
+
+
+def run_training(cfg: TrainConfig, *, events: EventWriter, stop: Optional[StopSignal] = None) -> int:
+    """Validate, train, and report. Returns the process exit code (0 completed/stopped, 1 failed)."""
+    t0 = time.time()
+    stop = stop or StopSignal(Path(cfg.output_dir) / f"{cfg.output_name}.stop")
+    trainer: Optional[Trainer] = None
+    issues = cfg.validate()
+    errors = [i for i in issues if i.level == "error"]
+    if cfg.resume:  # resuming continues a run whose files already exist
+        errors = [i for i in errors if i.code != "output_exists"]
+    for issue in issues:
+        if issue.level == "warning":
+            events.emit("warning", message=issue.message, code=issue.code, field=issue.field)
+    if errors:
+        for issue in errors:
+            events.emit("error", code=issue.code, message=issue.message, field=issue.field, hint=None)
+        events.emit("done", status="failed", files=[], wall_time_sec=time.time() - t0, steps_done=0,
+                    message=errors[0].message)
+        return 1
+    try:
+        cfg.save(Path(cfg.output_dir) / f"{cfg.output_name}.json")
+        trainer = Trainer(cfg, events, stop)
+        trainer.setup()
+        status = trainer.run()
+    except TrainingError as exc:
+        return _fail(events, trainer, t0, exc.event_fields())
+    except torch.OutOfMemoryError as exc:
+        return _fail(events, trainer, t0, {"code": "out_of_memory", "message": f"out of memory: {exc}".strip(),
+                                          "field": "train_batch_size", "hint": OOM_HINT})
+    except MemoryError:
+        return _fail(events, trainer, t0, {"code": "out_of_memory", "message": "the computer ran out of memory",
+                                          "field": "train_batch_size", "hint": OOM_HINT})
+    except Exception as exc:  # noqa: BLE001 - turned into an error event; the traceback goes to stderr
+        traceback.print_exc(file=sys.stderr)
+        msg = f"{type(exc).__name__}: {exc}"
+        if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
+            return _fail(events, trainer, t0, {"code": "out_of_memory", "message": msg,
+                                              "field": "train_batch_size", "hint": OOM_HINT})
+        return _fail(events, trainer, t0, {"code": "internal_error", "message": msg, "field": None,
+                                          "hint": "See the engine log for the full traceback."})
+    steps = trainer.position.global_step
+    events.emit("done", status=status, files=trainer.saved_files, wall_time_sec=time.time() - t0, steps_done=steps,
+                message=f"{status} after {steps} steps")
+    return 0
+
+
+def _fail(events: EventWriter, trainer: Optional[Trainer], t0: float, error: dict[str, Any]) -> int:
+    events.emit("error", **error)
+    files = trainer.saved_files if trainer else []
+    steps = trainer.position.global_step if trainer and hasattr(trainer, "position") else 0
+    events.emit("done", status="failed", files=files, wall_time_sec=time.time() - t0, steps_done=steps,
+                message=error["message"])
+    return 1

@@ -131,7 +131,7 @@ class TrainConfig:
                                  label="Max train steps", min=0, max=10_000_000)
     save_every_n_epochs: int = param(1, "Save a LoRA every N epochs (0 = only at the end).", tab="parameters",
                                      label="Save every N epochs", min=0, max=10000)
-    caption_extension: str = param(".txt", "Extension of caption files next to the images.", tab="parameters",
+    caption_extension: str = param(".txt", "Extension of caption files next to the images (.txt, .caption or .cap).", tab="parameters",
                                    label="Caption file extension")
     seed: int = param(42, "Random seed; the same seed and settings give the same run.", tab="parameters",
                       label="Seed", min=0, max=2**32 - 1)
@@ -218,7 +218,7 @@ class TrainConfig:
                               label="Random crop")
     shuffle_caption: bool = param(False, "Shuffle the comma-separated tags of each caption.", tab="advanced",
                                   label="Shuffle caption")
-    keep_tokens: int = param(0, "Keep the first N tags in place when shuffling or dropping.", tab="advanced",
+    keep_tokens: int = param(0, "Keep the first N comma-separated tags in place when shuffling.", tab="advanced",
                              label="Keep n tokens", min=0, max=32)
     caption_dropout_rate: float = param(0.0, "Probability of training an image with an empty caption.",
                                         tab="advanced", label="Rate of caption dropout", min=0.0, max=1.0)

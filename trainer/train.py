@@ -143,7 +143,8 @@ class Trainer:
             self.events.emit("log", message=note)
         self.family = get_family(self.info)
 
-        self.scan = scan_dataset(cfg)
+        self.scan = scan_dataset(cfg, verify=True)
+        self.scan.raise_for_problems()
         self.plan = plan_steps(cfg, self.scan)
         self.events.emit("log", message=f"loading model {cfg.pretrained_model_name_or_path} ({self.info.family}"
                          f"{', v-prediction' if self.info.v_parameterization else ''})")
@@ -179,7 +180,7 @@ class Trainer:
         self.noise_generator = torch.Generator().manual_seed(cfg.seed)
 
         self.dataset = LoraDataset(cfg, self.scan)
-        if self.dataset.can_cache_latents and cfg.cache_latents:
+        if self.dataset.can_cache_latents and (cfg.cache_latents or cfg.cache_latents_to_disk):
             self.events.emit("log", message="caching latents")
             n = self.dataset.cache_latents(self._encode_pixels, to_disk=cfg.cache_latents_to_disk)
             self.events.emit("log", message=f"cached latents of {n} images")

@@ -319,6 +319,7 @@ class Trainer:
         paths = generate_samples(self.family, self.comp, prompts, out_dir=self.files.samples_dir,
                                  output_name=self.cfg.output_name, step=step, epoch=epoch,
                                  sampler=self.cfg.sample_sampler, device=p.device, dtype=p.weight_dtype)
+        self.network.train()  # sampling switched the models to eval mode (network dropout)
         self.events.emit("sample", step=step, epoch=epoch, paths=[str(x) for x in paths],
                          prompts=[pr.prompt for pr in prompts])
 
@@ -363,43 +364,46 @@ class Trainer:
                 pos.loss_history = (pos.loss_history + [step_loss])[-window:]
                 dt = time.perf_counter() - t_step
                 step_times = (step_times + [dt])[-20:]
-                sec = sum(step_times) / len(step_times)
                 self.events.emit(
                     "step", step=pos.global_step, total_steps=total, epoch=pos.epoch + 1, loss=step_loss,
                     avg_loss=sum(pos.loss_history) / len(pos.loss_history),
                     lr=self.optimizer.param_groups[0]["lr"] or 0.0, sec_per_step=dt,
-                    eta_sec=sec * (total - pos.global_step))
+                    eta_sec=sum(step_times) / len(step_times) * (total - pos.global_step))
                 step_loss, t_step = 0.0, time.perf_counter()
-                done = pos.global_step >= total
-                if cfg.save_every_n_steps and pos.global_step % cfg.save_every_n_steps == 0 and not done:
-                    self.save_lora(self.files.step_lora(pos.global_step), kind="step", epoch=pos.epoch + 1,
-                                   step=pos.global_step)
-                if self._sample_due_after_step(pos.global_step):
-                    self.maybe_sample(step=pos.global_step, epoch=pos.epoch + 1)
-                if done:
+                self._after_step()
+                if pos.global_step >= total:
                     break
-                if self.stop.requested():
+                if self.stop.requested() and i != last:
                     return self._stopped()
-            else:
-                # The epoch ran to its end.
-                finished_epoch = pos.epoch + 1
-                pos.epoch, pos.batch_in_epoch = finished_epoch, 0
-                avg = sum(pos.loss_history) / max(1, len(pos.loss_history))
-                self.events.emit("epoch", epoch=finished_epoch, epochs=plan.epochs, avg_loss=avg)
-                is_last = finished_epoch >= plan.epochs or pos.global_step >= total
-                if cfg.save_every_n_epochs and finished_epoch % cfg.save_every_n_epochs == 0 and not is_last:
-                    self.save_lora(self.files.epoch_lora(finished_epoch), kind="epoch", epoch=finished_epoch,
-                                   step=pos.global_step)
-                if cfg.sample_every_n_epochs and finished_epoch % cfg.sample_every_n_epochs == 0:
-                    self.maybe_sample(step=pos.global_step, epoch=finished_epoch)
-                if self.stop.requested() and not is_last:
-                    return self._stopped()
-                continue
-            break  # max_train_steps reached inside an epoch
+            if pos.batch_in_epoch < len(batches):
+                break  # max_train_steps reached inside the epoch
+            self._after_epoch()
+            if self.stop.requested() and pos.epoch < plan.epochs and pos.global_step < total:
+                return self._stopped()
 
-        final_epoch = min(pos.epoch + (1 if pos.batch_in_epoch else 0), plan.epochs)
+        final_epoch = min(pos.epoch + (1 if pos.batch_in_epoch else 0), plan.epochs) or 1
         self.save_lora(self.files.lora(), kind="final", epoch=final_epoch, step=pos.global_step)
         return "completed"
+
+    def _after_step(self) -> None:
+        cfg, pos = self.cfg, self.position
+        if cfg.save_every_n_steps and pos.global_step % cfg.save_every_n_steps == 0 \
+                and pos.global_step < self.plan.total_steps:
+            self.save_lora(self.files.step_lora(pos.global_step), kind="step", epoch=pos.epoch + 1,
+                           step=pos.global_step)
+        if self._sample_due_after_step(pos.global_step):
+            self.maybe_sample(step=pos.global_step, epoch=pos.epoch + 1)
+
+    def _after_epoch(self) -> None:
+        cfg, pos, plan = self.cfg, self.position, self.plan
+        pos.epoch, pos.batch_in_epoch = pos.epoch + 1, 0
+        avg = sum(pos.loss_history) / max(1, len(pos.loss_history))
+        self.events.emit("epoch", epoch=pos.epoch, epochs=plan.epochs, avg_loss=avg)
+        is_last = pos.epoch >= plan.epochs or pos.global_step >= plan.total_steps
+        if cfg.save_every_n_epochs and pos.epoch % cfg.save_every_n_epochs == 0 and not is_last:
+            self.save_lora(self.files.epoch_lora(pos.epoch), kind="epoch", epoch=pos.epoch, step=pos.global_step)
+        if cfg.sample_every_n_epochs and pos.epoch % cfg.sample_every_n_epochs == 0:
+            self.maybe_sample(step=pos.global_step, epoch=pos.epoch)
 
     def _optimizer_step(self, params: list[torch.nn.Parameter]) -> None:
         if self.grad_scaler is not None:

@@ -318,7 +318,9 @@ class Trainer:
         p = self.precision
         paths = generate_samples(self.family, self.comp, prompts, out_dir=self.files.samples_dir,
                                  output_name=self.cfg.output_name, step=step, epoch=epoch,
-                                 sampler=self.cfg.sample_sampler, device=p.device, dtype=p.weight_dtype)
+                                 sampler=self.cfg.sample_sampler, device=p.device, dtype=p.weight_dtype,
+                                 clip_skip=self.cfg.clip_skip, max_token_length=self.cfg.max_token_length,
+                                 base_seed=self.cfg.seed)
         self.network.train()  # sampling switched the models to eval mode (network dropout)
         self.events.emit("sample", step=step, epoch=epoch, paths=[str(x) for x in paths],
                          prompts=[pr.prompt for pr in prompts])

@@ -1,0 +1,42 @@
+"""Model families (SD1.x, SD2.x; SDXL next): detection, loading, conditioning, LoRA naming, sampling.
+
+Importing this package does not import torch (the web process uses `detect`); the loaders are
+imported when a model is loaded.
+
+    info = resolve_model_info(cfg)            # torch-free
+    family, comp = load_model(cfg)            # engine
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from trainer.families.detect import ModelInfo, ModelPathError, detect_model, resolve_model_info
+
+if TYPE_CHECKING:
+    from trainer.config import TrainConfig
+    from trainer.families.base import Components, ModelFamily
+
+# This app never downloads models; every load passes local_files_only=True as well, this only
+# covers library paths that do not take it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+__all__ = ["ModelInfo", "ModelPathError", "detect_model", "resolve_model_info", "get_family", "load_model"]
+
+
+def get_family(info: ModelInfo) -> "ModelFamily":
+    """The ModelFamily for a detected model."""
+    from trainer.families.sd import SD1Family, SD2Family
+
+    families = {"sd1": SD1Family, "sd2": SD2Family}
+    if info.family not in families:
+        raise ModelPathError(f"Unsupported model family {info.family!r}.", "Choose an SD 1.x or SD 2.x model.")
+    return families[info.family](info)
+
+
+def load_model(cfg: "TrainConfig") -> tuple["ModelFamily", "Components"]:
+    """Detect the base model, merge the user's v2/v_parameterization flags, and load it (fp32, CPU)."""
+    info = resolve_model_info(cfg)
+    family = get_family(info)
+    return family, family.load(cfg, info)

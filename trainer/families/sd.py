@@ -1,0 +1,256 @@
+"""Stable Diffusion 1.x and 2.x: one UNet, one CLIP text encoder, a KL VAE scaled by 0.18215.
+
+Prompt encoding follows sd-scripts exactly (clip_skip, 75-token chunks for max_token_length
+150/225, SD1 vs SD2 padding), so a LoRA trained here sees the same conditioning as one trained there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+
+from trainer.families.base import Components, LoraRoot, ModelFamily, XformersUnavailableError
+from trainer.families.detect import ModelInfo, ModelPathError
+from trainer.families.single_file import bundled_config_dir, load_single_file_components, load_vae, read_checkpoint
+from trainer.families.tokenizers import load_clip_tokenizer
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+
+    from trainer.config import TrainConfig
+
+
+class StableDiffusionFamily(ModelFamily):
+    """Shared SD1/SD2 behaviour; subclasses differ in tokenizer padding and bundled configs."""
+
+    latent_scale = 0.18215
+    default_resolution = 512
+    bucket_reso_steps = 64
+    pad_token = "<|endoftext|>"
+
+    # ---- identity --------------------------------------------------------------------------
+    def base_model_version(self, info: ModelInfo) -> str:
+        # sd-scripts' get_model_version_str_for_sd1_sd2: "sd" + "_v1"/"_v2" + "_v" for v-prediction.
+        return f"sd_{'v2' if info.v2 else 'v1'}{'_v' if info.v_parameterization else ''}"
+
+    def modelspec_architecture(self, info: ModelInfo) -> str:
+        if not info.v2:
+            return "stable-diffusion-v1"
+        return "stable-diffusion-v2-768-v" if info.v_parameterization else "stable-diffusion-v2-512"
+
+    # ---- loading ---------------------------------------------------------------------------
+    def load(self, cfg: "TrainConfig", info: ModelInfo) -> Components:
+        """Load fp32 components on the CPU, frozen, with SDPA attention; cfg.vae replaces the VAE.
+
+        SDPA is used even when cfg.sdpa is off: it is PyTorch's default and the fastest exact attention.
+        xformers is switched on by the engine (`enable_xformers`) once the models are on the GPU.
+        """
+        if info.kind == "single_file":
+            state_dict, configs = read_checkpoint(info.path)
+            unet, vae, text_encoder = load_single_file_components(
+                state_dict, configs, self.name, name=Path(info.path).name)
+        else:
+            unet, vae, text_encoder = _load_diffusers_folder(info.path)
+        if getattr(cfg, "vae", ""):
+            vae = load_vae(cfg.vae, vae.config)
+        for model in (unet, vae, text_encoder):
+            model.requires_grad_(False)
+
+        comp = Components(
+            unet=unet,
+            vae=vae,
+            text_encoders=[text_encoder],
+            tokenizers=[load_clip_tokenizer(pad_token=self.pad_token)],
+            scheduler_config=self.scheduler_config(bool(info.v_parameterization)),
+            info=info,
+        )
+        self.enable_sdpa(comp)
+        return comp
+
+    def scheduler_config(self, v_parameterization: bool) -> dict:
+        """The training schedule: DDPM, scaled_linear 0.00085 -> 0.012, 1000 steps, as sd-scripts uses.
+
+        It is taken from the bundled config, not the model's own scheduler, for the same reason
+        sd-scripts hard-codes it: every SD1/SD2 model was trained with this schedule.
+        """
+        path = bundled_config_dir(self.name) / "scheduler" / "scheduler_config.json"
+        config = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+        config["prediction_type"] = "v_prediction" if v_parameterization else "epsilon"
+        return config
+
+    # ---- text conditioning -----------------------------------------------------------------
+    def tokenize(self, comp: Components, captions: list[str], *, max_token_length: int) -> torch.Tensor:
+        """Token ids of shape (batch, chunks, 77), chunked like sd-scripts' `_get_input_ids`.
+
+        For 150/225 tokens the caption is tokenized to max_token_length + 2 and cut into 75-token
+        pieces, each wrapped in BOS ... EOS/PAD. With SD2's "!" padding a piece that ends in a content
+        token gets EOS as its last token, and an empty piece starts with EOS, as sd-scripts does.
+        """
+        tokenizer = comp.tokenizer
+        chunk_len = tokenizer.model_max_length  # 77
+        total = max_token_length + 2
+        ids = tokenizer(captions, padding="max_length", truncation=True, max_length=max(total, chunk_len),
+                        return_tensors="pt").input_ids
+        if total <= chunk_len:
+            return ids[:, None, :]
+
+        body = chunk_len - 2
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        chunks = []
+        for start in range(1, total - chunk_len + 2, body):
+            chunk = torch.cat([ids[:, :1], ids[:, start:start + body], ids[:, -1:]], dim=1)
+            if pad != eos:
+                ends_in_content = (chunk[:, -2] != eos) & (chunk[:, -2] != pad)
+                chunk[:, -1] = torch.where(ends_in_content, eos, chunk[:, -1])
+                chunk[:, 1] = torch.where(chunk[:, 1] == pad, eos, chunk[:, 1])
+            chunks.append(chunk)
+        return torch.stack(chunks, dim=1)
+
+    def encode_prompts(self, comp: Components, captions: list[str], *, clip_skip: int = 1,
+                       max_token_length: int = 75) -> dict[str, torch.Tensor]:
+        """{"encoder_hidden_states": (batch, 77 | 152 | 227, width)}, as sd-scripts' SdTextEncodingStrategy.
+
+        clip_skip N > 1 takes hidden_states[-N] and applies the final layer norm (1 = the normal output).
+        SD2 is treated the same way: its diffusers text encoder already ends at OpenCLIP's penultimate
+        layer (23 of 24), and sd-scripts counts clip_skip from there too.
+        Chunks are encoded separately and joined as BOS + 75 tokens of each chunk + the last token.
+        """
+        text_encoder = comp.text_encoder
+        ids = self.tokenize(comp, captions, max_token_length=max_token_length)
+        batch, n_chunks, chunk_len = ids.shape
+        ids = ids.reshape(-1, chunk_len).to(_device_of(text_encoder))
+        hidden = _text_hidden_states(text_encoder, ids, clip_skip)
+        hidden = hidden.reshape(batch, n_chunks * chunk_len, hidden.shape[-1])
+        if n_chunks > 1:
+            # sd-scripts also has an SD2 branch here, but its condition compares a token id with the
+            # EOS *string* and is never true, so SD1 and SD2 join chunks the same way.
+            body = chunk_len - 2
+            pieces = [hidden[:, :1]]
+            pieces += [hidden[:, i:i + body] for i in range(1, n_chunks * chunk_len, chunk_len)]
+            pieces.append(hidden[:, -1:])
+            hidden = torch.cat(pieces, dim=1)
+        return {"encoder_hidden_states": hidden}
+
+    # ---- denoising -------------------------------------------------------------------------
+    def predict(self, comp: Components, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: dict,
+                batch: Optional[dict] = None) -> torch.Tensor:
+        return comp.unet(noisy_latents, timesteps, **cond, return_dict=False)[0]
+
+    def enable_gradient_checkpointing(self, comp: Components, *, text_encoder: bool = True) -> None:
+        """Recompute activations in backward (transformers' text encoders only do so in train() mode)."""
+        comp.unet.enable_gradient_checkpointing()
+        if text_encoder:
+            for te in comp.text_encoders:
+                # Non-reentrant: the frozen base weights give reentrant checkpointing no input that needs grad.
+                te.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+    def enable_sdpa(self, comp: Components) -> None:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        comp.unet.set_attn_processor(AttnProcessor2_0())
+        comp.vae.set_attn_processor(AttnProcessor2_0())
+
+    def enable_xformers(self, comp: Components) -> None:
+        if not torch.cuda.is_available():
+            raise XformersUnavailableError("xformers attention needs an NVIDIA GPU (CUDA); none is available.")
+        if importlib.util.find_spec("xformers") is None:
+            raise XformersUnavailableError("xformers attention is selected but the xformers package is not installed.")
+        try:
+            comp.unet.enable_xformers_memory_efficient_attention()
+            comp.vae.enable_xformers_memory_efficient_attention()
+        except Exception as exc:  # diffusers test-runs a kernel; a broken install fails here
+            raise XformersUnavailableError(f"xformers does not work on this machine: {exc}") from exc
+
+    # ---- LoRA ------------------------------------------------------------------------------
+    def lora_roots(self, comp: Components) -> list[LoraRoot]:
+        return [LoraRoot("lora_unet", comp.unet, "unet"), LoraRoot("lora_te", comp.text_encoder, "text_encoder")]
+
+    def kohya_module_name(self, root: LoraRoot, module_path: str) -> str:
+        """kohya names: the module path with '.' -> '_' after the prefix.
+
+        sd-scripts' SD1/SD2 UNet uses diffusers module names. Its text encoder names include
+        `text_model_`, which transformers 5's flattened CLIPTextModel no longer has, so it is added.
+        """
+        if root.kind == "text_encoder" and not module_path.startswith("text_model."):
+            module_path = "text_model." + module_path
+        return f"{root.prefix}_{module_path.replace('.', '_')}"
+
+    # ---- sampling --------------------------------------------------------------------------
+    def sampling_pipeline(self, comp: Components, sampler: str) -> "StableDiffusionPipeline":
+        from diffusers import StableDiffusionPipeline
+
+        from trainer.sampling import make_sampler
+
+        pipe = StableDiffusionPipeline(
+            vae=comp.vae,
+            text_encoder=comp.text_encoder,
+            tokenizer=comp.tokenizer,
+            unet=comp.unet,
+            scheduler=make_sampler(sampler, comp.scheduler_config),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def sampling_kwargs(self, comp: Components, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
+                        max_token_length: int = 75) -> dict[str, Any]:
+        # Embeddings are computed here rather than by the pipeline so that clip_skip and long
+        # prompts condition samples exactly as in training.
+        encode = dict(clip_skip=clip_skip, max_token_length=max_token_length)
+        return {
+            "prompt_embeds": self.encode_prompts(comp, [prompt], **encode)["encoder_hidden_states"],
+            "negative_prompt_embeds": self.encode_prompts(comp, [negative_prompt or ""], **encode)["encoder_hidden_states"],
+        }
+
+
+class SD1Family(StableDiffusionFamily):
+    name = "sd1"
+    pad_token = "<|endoftext|>"
+
+
+class SD2Family(StableDiffusionFamily):
+    name = "sd2"
+    pad_token = "!"  # OpenCLIP pads with token 0
+
+    def __init__(self, info: Optional[ModelInfo] = None):
+        super().__init__(info)
+        if info is not None and info.v_parameterization:
+            self.default_resolution = 768  # the 768-v models
+
+
+def _text_hidden_states(text_encoder: Any, ids: torch.Tensor, clip_skip: int) -> torch.Tensor:
+    if clip_skip <= 1:
+        return text_encoder(ids, return_dict=False)[0]  # last_hidden_state, final layer norm applied
+    n_layers = text_encoder.config.num_hidden_layers
+    if clip_skip > n_layers:
+        raise ValueError(f"clip_skip {clip_skip} is larger than the text encoder's {n_layers} layers")
+    out = text_encoder(ids, output_hidden_states=True, return_dict=True)
+    # transformers 5 flattened CLIPTextModel (no .text_model); older versions and the SDXL encoders keep it.
+    final_layer_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+    return final_layer_norm(out.hidden_states[-clip_skip])
+
+
+def _device_of(module: Any) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _load_diffusers_folder(path: str):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    try:
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True,
+                                                    torch_dtype=torch.float32)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True, torch_dtype=torch.float32)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True,
+                                                     dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ModelPathError(f"Cannot load the diffusers model in {path}: {exc}",
+                             "The folder needs unet/, vae/ and text_encoder/ with their weights.") from exc
+    return unet, vae, text_encoder

@@ -11,7 +11,6 @@ This module is torch-free: the web process imports it to read the stream.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -54,8 +53,7 @@ class EventWriter:
         event = {"type": type, "time": round(time.time(), 3), **fields}
         line = json.dumps(event, ensure_ascii=False, default=_json_default)
         self._fh.write(line + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._fh.flush()  # readers tail the file; the OS keeps flushed lines even if we are killed
         if self.echo:
             _echo(event)
         return event

@@ -1,0 +1,240 @@
+"""The only module of the web process that calls into `trainer/` beyond config and events.
+
+Every engine function the GUI needs goes through one small adapter here, so a change in the
+engine's torch-free API is a change in one place. Nothing here may import torch.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from lora_gui import APP_DIR
+from trainer.config import TrainConfig, ValidationIssue
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def engine_available() -> bool:
+    """`python -m trainer` exists (the training loop has landed)."""
+    return _has_module("trainer.__main__")
+
+
+# ---- folder scan shared by validation and the summary ----------------------------------------
+_SCAN_LOCK = threading.Lock()
+
+
+def scan_folders(cfg: TrainConfig) -> Any:
+    """trainer.data.scan.scan_dataset(cfg) (headers only), or None when unavailable or failing."""
+    if not _has_module("trainer.data.scan"):
+        return None
+    from trainer.data.scan import scan_dataset
+
+    with _SCAN_LOCK:  # one scan at a time: few CPU cores and possibly many open pages
+        try:
+            return scan_dataset(cfg)
+        except Exception:  # noqa: BLE001 - validate() reports folder problems itself
+            return None
+
+
+# ---- validation -------------------------------------------------------------------------
+def validate(cfg: TrainConfig, scan: Any = None) -> list[ValidationIssue]:
+    """trainer.validation.validate(cfg); no findings while that module is missing."""
+    if not _has_module("trainer.validation"):
+        return []
+    from trainer.validation import validate as engine_validate
+
+    if scan is not None:
+        return list(engine_validate(cfg, scan=scan))
+    return list(engine_validate(cfg))
+
+
+def validation_codes() -> list[str]:
+    """Every issue code trainer/validation.py can produce (for the translation catalogs).
+
+    Uses the module's own list when it exposes one (`CODES`), else reads the string literals
+    passed as `code=` or as the code argument of its issue helpers from the source.
+    """
+    if not _has_module("trainer.validation"):
+        return []
+    module = importlib.import_module("trainer.validation")
+    for name in ("CODES", "ISSUE_CODES", "VALIDATION_CODES"):
+        codes = getattr(module, name, None)
+        if codes:
+            return sorted(set(codes))
+    return sorted(_codes_from_source(Path(module.__file__).read_text(encoding="utf-8")))
+
+
+def _codes_from_source(source: str) -> set[str]:
+    codes: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        for kw in node.keywords:
+            if kw.arg == "code" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                codes.add(kw.value.value)
+        name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+        if name in ("error", "warning", "warn", "issue", "_error", "_warning", "_warn", "_issue", "add"):
+            for arg in node.args[:3]:
+                if (isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+                        and arg.value.replace("_", "").isalnum() and arg.value.islower() and "_" in arg.value):
+                    codes.add(arg.value)
+    return codes
+
+
+# ---- model detection --------------------------------------------------------------------
+@dataclass
+class ModelDetection:
+    ok: bool
+    family: str = ""
+    v2: bool = False
+    v_parameterization: Optional[bool] = None
+    kind: str = ""
+    notes: list[str] = field(default_factory=list)
+    message: str = ""
+    hint: str = ""
+
+
+def detect_model(path: str) -> Optional[ModelDetection]:
+    """trainer.families.detect.detect_model, cached by path and modification time.
+
+    None while the detector is missing or the path is empty.
+    """
+    if not path.strip() or not _has_module("trainer.families.detect"):
+        return None
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        mtime = 0.0
+    return _detect_cached(path, mtime)
+
+
+@functools.lru_cache(maxsize=32)
+def _detect_cached(path: str, mtime: float) -> ModelDetection:
+    from trainer.families.detect import ModelPathError
+    from trainer.families.detect import detect_model as engine_detect
+
+    try:
+        info = engine_detect(path)
+    except ModelPathError as exc:
+        return ModelDetection(ok=False, message=getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", "") or "")
+    except Exception as exc:  # noqa: BLE001 - shown in the page, never a traceback
+        return ModelDetection(ok=False, message=f"{type(exc).__name__}: {exc}")
+    return ModelDetection(ok=True, family=info.family or "", v2=bool(info.v2), v_parameterization=info.v_parameterization,
+                          kind=info.kind, notes=list(getattr(info, "notes", []) or []))
+
+
+# ---- dataset scan and step plan ---------------------------------------------------------
+@dataclass
+class SubsetRow:
+    folder: str
+    repeats: int
+    tokens: str
+    images: int
+    captioned: int
+    is_reg: bool
+
+
+@dataclass
+class BucketLine:
+    width: int
+    height: int
+    images: int
+    samples: int
+    batches: int
+
+
+@dataclass
+class DatasetSummary:
+    """What the Folders tab shows under the folder fields."""
+
+    subsets: list[SubsetRow] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (folder name, reason)
+    loose_images: int = 0
+    buckets: list[BucketLine] = field(default_factory=list)
+    num_train_samples: int = 0  # images x repeats
+    num_reg_images: int = 0  # reg image files found
+    num_reg_used: int = 0
+    num_reg_samples: int = 0  # per epoch, after balancing
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    batches_per_epoch: int = 0
+    steps_per_epoch: int = 0
+    epochs: int = 0
+    total_steps: int = 0
+    by_steps: bool = False  # max_train_steps decides the length
+    caption_extension: str = ""
+    caption_file_counts: dict[str, int] = field(default_factory=dict)
+    error: str = ""
+
+
+def dataset_summary(cfg: TrainConfig, scan: Any = None) -> Optional[DatasetSummary]:
+    """Subsets, buckets and the exact step count; None while the engine's scanner is missing."""
+    if not cfg.train_data_dir.strip() or not _has_module("trainer.data.steps"):
+        return None
+    from trainer.data.steps import plan_steps
+
+    scan = scan if scan is not None else scan_folders(cfg)
+    if scan is None:
+        return None
+    summary = DatasetSummary(
+        subsets=[SubsetRow(s.name, s.repeats, s.class_tokens, s.image_count, s.captioned_count, s.is_reg)
+                 for s in scan.subsets],
+        ignored=[(i.path.name, i.message) for i in scan.train.ignored + (scan.reg.ignored if scan.reg else [])],
+        loose_images=len(scan.train.loose_images),
+        caption_extension=cfg.caption_extension,
+        caption_file_counts=dict(scan.train.caption_file_counts),
+        batch_size=cfg.train_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        by_steps=cfg.max_train_steps > 0,
+    )
+    if not scan.train.image_count:
+        return summary
+    try:
+        plan = plan_steps(cfg, scan)
+    except Exception as exc:  # noqa: BLE001 - shown in the summary, never raised
+        summary.error = f"{type(exc).__name__}: {exc}"
+        return summary
+    summary.num_train_samples = plan.num_train_images
+    summary.num_reg_images = plan.num_reg_images
+    summary.num_reg_used = plan.num_reg_images_used
+    summary.num_reg_samples = plan.num_reg_samples
+    summary.batches_per_epoch = plan.batches_per_epoch
+    summary.steps_per_epoch = plan.steps_per_epoch
+    summary.epochs = plan.epochs
+    summary.total_steps = plan.total_steps
+    summary.buckets = [BucketLine(r.resolution[0], r.resolution[1], r.num_images, r.count, r.batches)
+                       for r in plan.buckets]
+    return summary
+
+
+# ---- configs from other tools -----------------------------------------------------------
+def load_any_config(data: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
+    """Our flat format, or a kohya_ss GUI JSON (with the keys that could not be mapped)."""
+    if _has_module("trainer.kohya_import"):
+        from trainer.kohya_import import load_any_config as engine_load
+
+        return engine_load(data)
+    return TrainConfig.from_dict(data), []
+
+
+def engine_command(run_json: Path) -> list[str]:
+    """The exact command line the GUI runs."""
+    import sys
+
+    return [sys.executable, "-m", "trainer", "--config", str(run_json)]
+
+
+def engine_cwd() -> Path:
+    return APP_DIR

@@ -1,0 +1,131 @@
+"""Translation catalogs (English, Japanese) and the lookups the page uses.
+
+English labels and help of parameters come from the config dataclass metadata (the single
+source of truth); `en.json` holds only the page's own strings. `ja.json` holds the Japanese
+for every page string, every parameter (label + help) and every validation code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import string
+from pathlib import Path
+from typing import Any, Optional
+
+from trainer.config import iter_field_meta
+
+LANGUAGES: dict[str, str] = {"en": "English", "ja": "日本語"}
+DEFAULT_LANGUAGE = "en"
+_DIR = Path(__file__).resolve().parent
+_FIELD_META = {f.name: meta for f, meta in iter_field_meta()}
+
+
+@functools.lru_cache(maxsize=None)
+def catalog(lang: str) -> dict[str, Any]:
+    path = _DIR / f"{lang}.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def normalize(lang: Optional[str]) -> str:
+    lang = (lang or "").strip().lower()
+    for code in LANGUAGES:
+        if lang == code or lang.startswith(code + "-") or lang.startswith(code + "_"):
+            return code
+    return DEFAULT_LANGUAGE
+
+
+def pick_language(accept_language: Optional[str]) -> str:
+    """The first supported language of an Accept-Language header (or navigator.language)."""
+    ranked: list[tuple[float, int, str]] = []
+    for i, part in enumerate((accept_language or "").split(",")):
+        tag, _, q = part.strip().partition(";q=")
+        if not tag:
+            continue
+        try:
+            weight = float(q) if q else 1.0
+        except ValueError:
+            weight = 0.0
+        ranked.append((-weight, i, tag))
+    for _, _, tag in sorted(ranked):
+        code = tag.split("-")[0].split("_")[0].lower()
+        if code in LANGUAGES:
+            return code
+    return DEFAULT_LANGUAGE
+
+
+class _SafeDict(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _format(template: str, params: dict[str, Any]) -> str:
+    if not params:
+        return template
+    try:
+        return string.Formatter().vformat(template, (), _SafeDict(params))
+    except (ValueError, IndexError, AttributeError):
+        return template
+
+
+def t(key: str, lang: str, **params: Any) -> str:
+    """A page string by key; falls back to English, then to the key itself."""
+    template = catalog(normalize(lang)).get("ui", {}).get(key)
+    if template is None:
+        template = catalog(DEFAULT_LANGUAGE).get("ui", {}).get(key, key)
+    return _format(template, params)
+
+
+def has(key: str, lang: str) -> bool:
+    return key in catalog(normalize(lang)).get("ui", {})
+
+
+def field_label(name: str, lang: str) -> str:
+    entry = catalog(normalize(lang)).get("fields", {}).get(name, {})
+    return entry.get("label") or _FIELD_META.get(name, {}).get("label") or name.replace("_", " ").capitalize()
+
+
+def field_help(name: str, lang: str) -> str:
+    entry = catalog(normalize(lang)).get("fields", {}).get(name, {})
+    return entry.get("help") or _FIELD_META.get(name, {}).get("help") or ""
+
+
+def section_title(tab: str, section: str, lang: str) -> str:
+    key = f"section.{tab}.{section}"
+    if has(key, lang) or has(key, DEFAULT_LANGUAGE):
+        return t(key, lang)
+    return section.replace("_", " ").capitalize()
+
+
+def issue_text(code: str, message: str, params: Optional[dict[str, Any]], lang: str) -> str:
+    """A validation finding in the page's language: the catalog template, else the engine's English."""
+    lang = normalize(lang)
+    template = catalog(lang).get("validation", {}).get(code)
+    if template is None and lang != DEFAULT_LANGUAGE:
+        template = catalog(DEFAULT_LANGUAGE).get("validation", {}).get(code)
+        if template is None:
+            return message
+    if template is None:
+        return message
+    values = {k: _display(v) for k, v in (params or {}).items()}
+    values.setdefault("message", message)
+    return _format(template, values)
+
+
+def engine_error_text(code: str, message: str, hint: Optional[str], lang: str) -> tuple[str, str]:
+    """An engine `error` event's message and hint, translated when the catalog knows the code."""
+    entry = catalog(normalize(lang)).get("engine_errors", {}).get(code or "")
+    if not entry:
+        return message, hint or ""
+    return (_format(entry.get("message", message), {"message": message}),
+            _format(entry.get("hint", hint or ""), {"hint": hint or ""}))
+
+
+def _display(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,78 @@
+"""Fields that only make sense with another setting: enabled or disabled as the form changes.
+
+Each rule names a field and the condition (on the current form values) under which it can be
+edited. Some fields also get a neutral value while disabled, as kohya_ss does, so a hidden
+setting can never produce an error the user cannot reach.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from lora_gui.sysinfo import xformers_usable
+
+Values = dict[str, Any]  # form values, plus "_family": the detected model family ("" when unknown)
+
+
+def _locon(v: Values) -> bool:
+    return v.get("lora_type") == "LoCon"
+
+
+def _multires(v: Values) -> bool:
+    return v.get("noise_offset_type") == "Multires"
+
+
+def _sdxl_or_unknown(v: Values) -> bool:
+    return v.get("_family") in ("sdxl", "", None)
+
+
+def _warmup_possible(v: Values) -> bool:
+    return v.get("optimizer_type") != "Adafactor" and v.get("lr_scheduler") not in ("constant", "adafactor")
+
+
+ENABLED_WHEN: dict[str, Callable[[Values], bool]] = {
+    "conv_dim": _locon,
+    "conv_alpha": _locon,
+    "lr_warmup_steps": _warmup_possible,
+    "xformers": lambda v: xformers_usable(),
+    "multires_noise_iterations": _multires,
+    "multires_noise_discount": _multires,
+    "noise_offset": lambda v: not _multires(v),
+    "v_parameterization": lambda v: bool(v.get("v2")),
+    "lr_scheduler_num_cycles": lambda v: v.get("lr_scheduler") == "cosine_with_restarts",
+    "lr_scheduler_power": lambda v: v.get("lr_scheduler") == "polynomial",
+    "cache_latents_to_disk": lambda v: bool(v.get("cache_latents")),
+    "min_bucket_reso": lambda v: bool(v.get("enable_bucket")) and not v.get("bucket_no_upscale"),
+    "max_bucket_reso": lambda v: bool(v.get("enable_bucket")) and not v.get("bucket_no_upscale"),
+    "full_fp16": lambda v: v.get("mixed_precision") == "fp16",
+    "full_bf16": lambda v: v.get("mixed_precision") == "bf16",
+    "persistent_data_loader_workers": lambda v: (v.get("max_data_loader_n_workers") or 0) > 0,
+    "network_train_text_encoder_1": _sdxl_or_unknown,
+    "network_train_text_encoder_2": _sdxl_or_unknown,
+}
+
+# Value a disabled field is set to (only where a leftover value would be an error or a surprise).
+VALUE_WHEN_DISABLED: dict[str, Any] = {
+    "lr_warmup_steps": 0,
+    "xformers": False,
+    "v_parameterization": False,
+    "full_fp16": False,
+    "full_bf16": False,
+    "persistent_data_loader_workers": False,
+}
+
+
+def dependent_fields() -> list[str]:
+    return list(ENABLED_WHEN)
+
+
+def field_states(values: Values) -> dict[str, tuple[bool, Any]]:
+    """field -> (enabled, value to set or None to keep)."""
+    states: dict[str, tuple[bool, Any]] = {}
+    for name, condition in ENABLED_WHEN.items():
+        enabled = bool(condition(values))
+        new_value = None
+        if not enabled and name in VALUE_WHEN_DISABLED and values.get(name) != VALUE_WHEN_DISABLED[name]:
+            new_value = VALUE_WHEN_DISABLED[name]
+        states[name] = (enabled, new_value)
+    return states

@@ -1,0 +1,11 @@
+"""Advanced tab: memory, augmentation, captions, noise and saving options."""
+
+from __future__ import annotations
+
+from lora_gui.page import Page
+from lora_gui.tabs.common import render_sections, tab_intro
+
+
+def build(page: Page) -> None:
+    tab_intro(page, "intro.advanced")
+    render_sections(page, "advanced", open_sections=())

@@ -1,0 +1,157 @@
+"""The training panel under the tabs: Start / Stop / Print command, progress, loss, samples, files, log.
+
+It renders the server's one job (lora_gui.jobs), so every open page, and a reloaded one, shows
+the same run. A timer polls once a second and redraws only the parts whose version moved.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import gradio as gr
+
+from lora_gui import i18n
+from lora_gui.checks import FormCheck
+from lora_gui.events import PARTS
+from lora_gui.jobs import JobManager, JobRefused, command_for, run_config_text
+from lora_gui.page import Page
+from lora_gui.panel_view import (esc, gallery_items, render_files, render_loss_chart, render_progress,
+                                 render_status)
+
+
+def build(page: Page) -> None:
+    with gr.Group(elem_id="training-panel", elem_classes=["lg-panel"]):
+        page.text(gr.Markdown(f"### {page.t('panel.title')}", elem_classes=["lg-panel-title"]),
+                  value=lambda lang: f"### {i18n.t('panel.title', lang)}")
+        overview = gr.HTML("", elem_id="issues-overview")
+        with gr.Row(elem_classes=["lg-buttons"]):
+            start = page.text(gr.Button(page.t("btn.start"), variant="primary", elem_id="start-button", scale=3),
+                              value="btn.start")
+            stop = page.text(gr.Button(page.t("btn.stop"), variant="stop", elem_id="stop-button", scale=1,
+                                       interactive=False), value="btn.stop")
+            show_cmd = page.text(gr.Button(page.t("btn.print"), variant="secondary", elem_id="print-button", scale=1),
+                                 value="btn.print")
+        notice = gr.HTML("", elem_id="panel-notice")
+        status = gr.HTML("", elem_id="run-status")
+        progress = gr.HTML("", elem_id="run-progress")
+        with gr.Row(equal_height=False, visible=False, elem_id="run-results") as results:
+            with gr.Column(scale=1, min_width=320):
+                page.text(gr.Markdown(f"**{page.t('panel.loss')}**"), value=lambda lang: f"**{i18n.t('panel.loss', lang)}**")
+                loss = gr.HTML("", elem_id="loss-chart")
+                page.text(gr.Markdown(f"**{page.t('panel.files')}**"), value=lambda lang: f"**{i18n.t('panel.files', lang)}**")
+                files = gr.HTML("", elem_id="saved-files")
+            with gr.Column(scale=1, min_width=320):
+                gallery = page.text(gr.Gallery(value=[], label=page.t("panel.samples"), columns=4, height=260,
+                                               object_fit="contain", elem_id="sample-gallery", interactive=False,
+                                               allow_preview=True, preview=False, visible=False),
+                                    label="panel.samples")
+                page.text(gr.Markdown(f"**{page.t('panel.log')}**"), value=lambda lang: f"**{i18n.t('panel.log', lang)}**")
+                log = gr.HTML("", elem_id="log-tail")
+        with page.text(gr.Accordion(page.t("panel.command"), open=False, visible=False, elem_id="command-box"),
+                       label="panel.command") as cmd_box:
+            cmd = page.text(gr.Code("", language="shell", label=page.t("panel.command_line"), elem_id="command-line", lines=1,
+                                    max_lines=3, wrap_lines=True,
+                                    interactive=False), label="panel.command_line")
+            run_json = gr.Code("", language="json", label="run.json", elem_id="run-json", interactive=False, lines=8,
+                               max_lines=24)
+        timer = gr.Timer(1.0)
+    page.parts.update(results=results, overview=overview, start=start, stop=stop, show_cmd=show_cmd, notice=notice, status=status,
+                      progress=progress, loss=loss, files=files, gallery=gallery, log=log, cmd_box=cmd_box,
+                      cmd=cmd, run_json=run_json, timer=timer, seen=gr.State({}))
+
+
+def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any],
+         run_check: Callable[[tuple, str], tuple[FormCheck, list[Any]]]) -> None:
+    p = page.parts
+    fields = page.ordered_fields()
+    panel_outputs = [p["seen"], p["status"], p["progress"], p["loss"], p["gallery"], p["files"], p["log"],
+                     p["stop"], p["notice"], p["results"]]
+
+    def refresh_panel(seen: dict, lang: str) -> list[Any]:
+        state = manager.refresh()
+        with manager.lock:
+            key = f"{state.job_id}:{lang}"
+            if seen.get("key") != key:
+                seen = {"key": key}
+            changed = {part: seen.get(part) != state.versions[part] for part in PARTS}
+            new_seen = dict(seen, **state.versions)
+            out: list[Any] = [new_seen]
+            out.append(render_status(state, lang) if changed["status"] else gr.skip())
+            out.append(render_progress(state, lang) if changed["progress"] or changed["status"] else gr.skip())
+            out.append(render_loss_chart(state, lang) if changed["loss"] else gr.skip())
+            if changed["samples"]:
+                items = gallery_items(state, lang)
+                out.append(gr.update(value=items, visible=bool(items)))
+            else:
+                out.append(gr.skip())
+            out.append(render_files(state, lang) if changed["files"] else gr.skip())
+            out.append(_log_text(state, lang) if changed["log"] else gr.skip())
+            # Start stays clickable: pressed during a run it says why it cannot start a second one
+            out.append(gr.update(interactive=state.active) if changed["status"] else gr.skip())
+            # the "started" / "stop requested" notice is stale once the run has ended
+            out.append("" if changed["status"] and state.finished and "status" in seen else gr.skip())
+            out.append(gr.update(visible=state.status != "idle") if changed["status"] else gr.skip())
+        return out
+
+    # outside the queue: a cheap read of shared state that must not wait behind form checks
+    p["timer"].tick(refresh_panel, [p["seen"], lang_box], panel_outputs, show_progress="hidden", queue=False)
+
+    def start(*args: Any) -> list[Any]:
+        values, lang = args[:-1], args[-1]
+        check, check_updates = run_check(values, lang)
+        running = manager.refresh(force=True)
+        if running.active:
+            return check_updates + [_notice(i18n.t("job.refused_running", lang, name=running.output_name), "error")]
+        if not check.ok:
+            count = len(check.errors) or 1
+            return check_updates + [_notice(i18n.t("start.refused_invalid", lang, count=count), "error")]
+        assert check.config is not None
+        try:
+            manager.start(check.config)
+        except JobRefused as exc:
+            return check_updates + [_notice(i18n.t(exc.key, lang, **exc.params), "error")]
+        return check_updates + [_notice(i18n.t("start.started", lang, path=str(check.config.output_dir)), "ok")]
+
+    p["start"].click(start, fields + [lang_box], check_outputs + [p["notice"]], concurrency_limit=1,
+                     concurrency_id="job-control")
+
+    def stop(lang: str) -> str:
+        key = manager.stop()
+        level = "ok" if key in ("job.stop_requested", "job.stop_killed") else "warning"
+        return _notice(i18n.t(key, lang), level)
+
+    p["stop"].click(stop, [lang_box], [p["notice"]], concurrency_limit=1, concurrency_id="job-control")
+
+    def print_command(*args: Any) -> list[Any]:
+        values, lang = args[:-1], args[-1]
+        check, check_updates = run_check(values, lang)
+        if check.config is None:
+            return check_updates + [gr.skip(), gr.skip(), gr.skip(),
+                                    _notice(i18n.t("print.invalid", lang), "error")]
+        command = " ".join(_quote(a) for a in command_for(check.config))
+        text = json.dumps(json.loads(run_config_text(check.config)), indent=2, ensure_ascii=False)
+        return check_updates + [gr.update(visible=True, open=True), command, text,
+                                _notice(i18n.t("print.shown", lang), "ok")]
+
+    p["show_cmd"].click(print_command, fields + [lang_box], check_outputs + [p["cmd_box"], p["cmd"], p["run_json"],
+                                                                             p["notice"]])
+
+
+def _log_text(state: Any, lang: str) -> str:
+    """The engine's last output lines; the box stays scrolled to the newest line (CSS column-reverse)."""
+    text = state.log_tail or "\n".join(text for _, text in list(state.messages)[-40:])
+    if not text:
+        return ""
+    return f'<div class="lg-log"><pre>{esc(text)}</pre></div>'
+
+
+def _notice(text: str, level: str) -> str:
+    icon = {"ok": "✔", "warning": "⚠", "error": "✖"}[level]
+    return f'<div class="lg-notice lg-notice-{level}">{icon} {esc(text)}</div>'
+
+
+def _quote(arg: str) -> str:
+    if arg and all(c.isalnum() or c in "-_./:=\\" for c in arg):
+        return arg
+    return '"' + arg.replace('"', '\\"') + '"'

@@ -1,0 +1,178 @@
+"""The page: header, configuration bar, the five tabs, the training panel, and the shared events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import gradio as gr
+
+from lora_gui import engine, i18n, presets, rules
+from lora_gui.checks import FormCheck, check_form, render_overview, slot_updates
+from lora_gui.dataset_view import render_summary
+from lora_gui.form import FIELDS, config_to_values, values_to_dict
+from lora_gui.jobs import JobManager
+from lora_gui.page import Page
+from lora_gui.panel_view import esc
+from lora_gui.tabs import advanced, config_bar, folders, parameters, samples, source_model, training_panel
+from trainer.config import TABS, TrainConfig
+
+CSS_PATH = Path(__file__).resolve().parent / "style.css"
+TAB_BUILDERS = {"source_model": source_model.build, "folders": folders.build, "parameters": parameters.build,
+                "advanced": advanced.build, "samples": samples.build}
+
+
+def build_app(*, initial: TrainConfig, initial_preset: str, manager: JobManager, lang: str = "en",
+              follow_browser: bool = True, remote_warning: str = "") -> gr.Blocks:
+    """Build the Blocks. `initial` fills the form; with `follow_browser` the page switches to the
+    browser's language (Accept-Language, or ?lang=ja in the address) when it opens."""
+    page = Page(lang=lang, values={s.name: getattr(initial, s.name) for s in FIELDS})
+    with gr.Blocks(title="LoRA GUI", analytics_enabled=False, fill_width=True) as demo:
+        lang_box = _header(page, remote_warning)
+        config_bar.build(page, initial_preset)
+        with gr.Tabs(elem_id="main-tabs"):
+            for tab in TABS:
+                with page.text(gr.Tab(page.t(f"tab.{tab}"), id=tab, elem_id=f"tab-{tab}"), label=f"tab.{tab}"):
+                    TAB_BUILDERS[tab](page)
+        training_panel.build(page)
+        _wire(demo, page, manager, lang_box, follow_browser)
+    manager.add_start_hook(lambda folder: _allow_path(demo, folder))
+    return demo
+
+
+def _header(page: Page, remote_warning: str) -> gr.Dropdown:
+    with gr.Row(elem_classes=["lg-header"], equal_height=True):
+        with gr.Column(scale=5, min_width=0):
+            page.text(gr.HTML(_title_html(page.lang), elem_id="app-title"), value=_title_html)
+        with gr.Column(scale=1, min_width=160):
+            lang_box = page.text(gr.Dropdown(choices=[(v, k) for k, v in i18n.LANGUAGES.items()], value=page.lang,
+                                             label=page.t("lang.label"), elem_id="language-select"),
+                                 label="lang.label")
+    if remote_warning:
+        page.text(gr.HTML(_remote_html(page.lang, remote_warning), elem_id="remote-warning"),
+                  value=lambda lang: _remote_html(lang, remote_warning))
+    return lang_box
+
+
+def _title_html(lang: str) -> str:
+    return (f'<div class="lg-title"><h1>{esc(i18n.t("app.title", lang))}</h1>'
+            f'<p>{esc(i18n.t("app.subtitle", lang))}</p>'
+            f'<ol class="lg-steps-guide"><li>{esc(i18n.t("app.step1", lang))}</li>'
+            f'<li>{esc(i18n.t("app.step2", lang))}</li><li>{esc(i18n.t("app.step3", lang))}</li>'
+            f'<li>{esc(i18n.t("app.step4", lang))}</li></ol></div>')
+
+
+def _remote_html(lang: str, address: str) -> str:
+    return f'<div class="lg-remote-warning">⚠ {esc(i18n.t("app.remote_warning", lang, address=address))}</div>'
+
+
+def _allow_path(demo: gr.Blocks, folder: Path) -> None:
+    """Let the gallery serve sample images from a job's output folder."""
+    allowed = list(getattr(demo, "allowed_paths", None) or [])
+    if str(folder) not in allowed:
+        allowed.append(str(folder))
+        demo.allowed_paths = allowed
+
+
+# ---- form checking ------------------------------------------------------------------------------
+def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdown, follow_browser: bool) -> None:
+    fields = page.ordered_fields()
+    slots = page.ordered_slots()
+    dependent = [page.fields[name] for name in rules.dependent_fields()]
+    free_name = page.parts["free_name"]
+    dataset = page.parts["dataset"]
+    overview = page.parts["overview"]
+    check_outputs = slots + [overview]
+    refresh_outputs = dependent + check_outputs + [dataset, free_name]
+
+    def run_check(values: tuple, lang: str, with_summary: bool = False) -> tuple[FormCheck, list[Any]]:
+        check = check_form(values, lang, with_summary=with_summary)
+        notes = _notes(values, check, lang)
+        return check, slot_updates(check, notes) + [render_overview(check, lang)]
+
+    def refresh_form(*args: Any) -> list[Any]:
+        values, lang = args[:-1], args[-1]
+        check, check_updates = run_check(values, lang, with_summary=True)
+        detection = engine.detect_model(str(_lenient_values(values).get("pretrained_model_name_or_path") or ""))
+        family = detection.family if detection is not None and detection.ok else ""
+        states = rules.field_states(dict(_lenient_values(values), _family=family))
+        dep_updates = []
+        for name in rules.dependent_fields():
+            enabled, new_value = states[name]
+            update: dict[str, Any] = {"interactive": enabled}
+            if new_value is not None:
+                update["value"] = new_value
+            dep_updates.append(gr.update(**update))
+        summary_html = render_summary(check.summary, lang, engine_ready=engine.engine_available())
+        return dep_updates + check_updates + [summary_html, gr.update(visible="output_exists" in check.codes())]
+
+    gr.on([c.change for c in fields], refresh_form, fields + [lang_box], refresh_outputs, trigger_mode="always_last",
+          show_progress="hidden", concurrency_limit=1, concurrency_id="form-check")
+
+    # model path -> v2 / v-parameterization from the files
+    model = page.fields["pretrained_model_name_or_path"]
+
+    def detect_flags(path: str, v2: bool, v_param: bool) -> list[Any]:
+        return list(source_model.flags_from_detection(engine.detect_model(path or ""), v2, v_param))
+
+    model.change(detect_flags, [model, page.fields["v2"], page.fields["v_parameterization"]],
+                 [page.fields["v2"], page.fields["v_parameterization"]], show_progress="hidden",
+                 trigger_mode="always_last")
+
+    source_model.wire(page)
+    folders.wire(page, lang_box)
+    config_bar.wire(page, lang_box)
+    training_panel.wire(page, manager, lang_box, check_outputs, run_check)
+
+    # language: relabel everything, then re-check (messages) and redraw the panel
+    text_items = list(page.texts)
+
+    def switch_language(lang: str) -> list[Any]:
+        lang = i18n.normalize(lang)
+        return Page.field_label_updates(lang) + Page.text_updates(text_items, lang) + [{}]
+
+    lang_box.change(switch_language, [lang_box], fields + [c for c, _ in text_items] + [page.parts["seen"]],
+                    show_progress="hidden").then(refresh_form, fields + [lang_box], refresh_outputs,
+                                                 show_progress="hidden")
+
+    preset_box = page.parts["preset_dropdown"]
+
+    def on_load(request: gr.Request) -> list[Any]:
+        lang = _request_language(request, page.lang if not follow_browser else None)
+        running = manager.current_config()
+        values = config_to_values(running) if running is not None else [gr.skip()] * len(FIELDS)
+        return [lang, gr.update(choices=presets.list_presets())] + values
+
+    demo.load(on_load, None, [lang_box, preset_box] + fields, show_progress="hidden").then(
+        refresh_form, fields + [lang_box], refresh_outputs, show_progress="hidden")
+
+
+def _request_language(request: Optional[gr.Request], fixed: Optional[str] = None) -> str:
+    """?lang=ja in the address wins; then a language fixed on the command line; then Accept-Language."""
+    query = dict(getattr(request, "query_params", {}) or {}) if request is not None else {}
+    if query.get("lang"):
+        return i18n.normalize(query["lang"])
+    if fixed:
+        return fixed
+    headers = getattr(request, "headers", {}) or {} if request is not None else {}
+    return i18n.pick_language(headers.get("accept-language", ""))
+
+
+def _lenient_values(values: tuple) -> dict[str, Any]:
+    try:
+        return values_to_dict(values)
+    except ValueError:
+        return {}
+
+
+def _notes(values: tuple, check: FormCheck, lang: str) -> dict[str, str]:
+    """Extra lines under fields that are not findings: the detected model family."""
+    path = str(values_to_dict(values).get("pretrained_model_name_or_path") or "")
+    detection = engine.detect_model(path)
+    if detection is None:
+        return {}
+    model_has_issue = any(i.field == "pretrained_model_name_or_path" and i.level == "error" for i in check.issues)
+    if not detection.ok and model_has_issue:
+        return {}
+    return {"pretrained_model_name_or_path": source_model.detection_note(detection, lang)}
+

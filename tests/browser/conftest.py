@@ -1,0 +1,127 @@
+"""Browser tests: the real app in a subprocess, driven by headless Chromium through Playwright.
+
+Chromium comes from the system (Debian: `apt-get install chromium`, /usr/bin/chromium); Playwright
+never downloads a browser here. Set LORA_GUI_SKIP_BROWSER=1 to skip these tests, or
+LORA_GUI_CHROMIUM=/path/to/chrome to use another binary. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = os.environ.get("LORA_GUI_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+START_TIMEOUT = 900  # the first start creates the demo model (a minute or more on a busy 2-core machine)
+
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+except ImportError:  # pragma: no cover
+    sync_playwright = None
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gui_helpers import ROOT, stop_if_running, wait_ready  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = None
+    if os.environ.get("LORA_GUI_SKIP_BROWSER") == "1":
+        reason = "LORA_GUI_SKIP_BROWSER=1"
+    elif sync_playwright is None:
+        reason = "playwright is not installed"
+    elif not Path(CHROMIUM).exists():
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    if reason:
+        for item in items:
+            if "tests/browser" in str(item.fspath).replace("\\", "/"):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory) -> Iterator[str]:
+    """The app on a free localhost port, with a private copy of the presets folder."""
+    presets = tmp_path_factory.mktemp("presets")
+    for preset in (ROOT / "presets").glob("*.json"):
+        shutil.copy(preset, presets / preset.name)
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("app") / "app.log", "w", encoding="utf-8")
+    env = dict(os.environ, LORA_GUI_PRESETS=str(presets), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + START_TIMEOUT
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with {proc.returncode}; see {log.name}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError(f"the app did not start in {START_TIMEOUT}s; see {log.name}")
+    yield f"http://127.0.0.1:{port}"
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator["Browser"]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def open_page(browser, app_url, request):
+    """open_page(locale="en-US") -> a page with the app loaded; runs left behind are stopped afterwards."""
+    contexts = []
+
+    def _open(locale: str = "en-US", query: str = "") -> "Page":
+        ctx = browser.new_context(locale=locale, viewport={"width": 1300, "height": 1000})
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(app_url + query)
+        wait_ready(page)
+        return page
+
+    yield _open
+    for ctx in contexts:
+        for page in ctx.pages:
+            stop_if_running(page)
+        ctx.close()
+
+
+@pytest.fixture
+def shot(request):
+    """shot(page, "state") saves test-artifacts/<test>-<state>.png."""
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def _shot(page: "Page", state: str) -> Path:
+        path = ARTIFACTS / f"{request.node.name}-{state}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return _shot

@@ -1,0 +1,92 @@
+"""Training through the page: the demo run, Stop, and reloading mid-run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from gui_helpers import needs_engine, progress_step, set_field, status, wait_status, wait_step
+
+RUN_TIMEOUT = 900  # a busy 2-core machine; the demo alone takes well under a minute
+
+
+@needs_engine
+def test_demo_preset_trains_to_the_end(open_page, shot, tmp_path):
+    page = open_page()
+    # the page opens with the demo preset and its tiny model
+    expect(page.locator("#preset-select input")).to_have_value("cpu_demo")
+    assert page.locator("#field-pretrained_model_name_or_path textarea").input_value().endswith("tiny-sd1")
+    expect(page.locator("#field-pretrained_model_name_or_path-issues")).to_contain_text("Stable Diffusion 1.x")
+    shot(page, "1-opened")
+
+    out = tmp_path / "out"
+    set_field(page, "output_dir", out)  # a fresh folder: the demo's own may hold an earlier run
+    expect(page.locator("#dataset-summary [data-total-steps]")).to_have_attribute("data-total-steps", "120")
+    shot(page, "2-folders")
+
+    page.click("#start-button")
+    expect(page.locator("#panel-notice")).to_contain_text("Training started")
+    wait_step(page, 1, RUN_TIMEOUT)
+    shot(page, "3-running")
+    assert wait_status(page, ("completed", "failed", "stopped"), RUN_TIMEOUT) == "completed", \
+        page.inner_text("#run-status")
+
+    expect(page.locator("#run-progress .lg-progress-text")).to_have_text("100 %")
+    expect(page.locator("#run-progress .lg-progress")).to_have_attribute("aria-valuenow", "100")
+    assert int(page.get_attribute("#loss-chart svg", "data-points")) >= 100
+    expect(page.locator("#sample-gallery img").first).to_be_visible()
+    assert "step" in page.inner_text("#sample-gallery")
+    expect(page.locator("#saved-files")).to_contain_text("demo_lora.safetensors")
+    expect(page.locator("#saved-files")).to_contain_text("KB")
+    assert (out / "demo_lora.safetensors").exists()
+    page.wait_for_timeout(1500)
+    shot(page, "4-completed")
+
+
+@needs_engine
+def test_stop_mid_run_saves_a_file(open_page, shot, tmp_path):
+    page = open_page()
+    set_field(page, "output_dir", tmp_path / "out")
+    set_field(page, "output_name", "stop_me")
+    set_field(page, "max_train_epochs", 50)  # 2000 steps: long enough to stop
+    page.click("#start-button")
+    wait_step(page, 3, RUN_TIMEOUT)
+    page.click("#stop-button")
+    expect(page.locator("#panel-notice")).to_contain_text("Stop requested")
+    assert wait_status(page, ("stopped", "completed", "failed"), RUN_TIMEOUT) == "stopped", \
+        page.inner_text("#run-status")
+    expect(page.locator("#run-status")).to_contain_text("Stopped")
+    expect(page.locator("#saved-files")).to_contain_text("stop_me-stopped.safetensors")
+    assert (tmp_path / "out" / "stop_me-stopped.safetensors").exists()
+    page.wait_for_timeout(1000)
+    shot(page, "stopped")
+
+
+@needs_engine
+def test_reload_mid_run_reattaches(open_page, shot, tmp_path):
+    page = open_page()
+    out = tmp_path / "out"
+    set_field(page, "output_dir", out)
+    set_field(page, "max_train_epochs", 50)
+    page.click("#start-button")
+    before = wait_step(page, 2, RUN_TIMEOUT)
+
+    page.reload()
+    page.wait_for_selector("#run-progress .lg-progress", timeout=30_000)
+    assert status(page) in ("running", "starting")
+    wait_step(page, before + 3, RUN_TIMEOUT)  # the progress goes on after the reload
+    # the form shows the running job's settings, not the page's defaults
+    page.click("#tab-folders-button")
+    expect(page.locator("#field-output_dir textarea")).to_have_value(str(out))
+    shot(page, "after-reload")
+
+    # a second page sees the same run, and a second Start is refused with a reason
+    other = open_page()
+    assert progress_step(other) >= before
+    other.click("#start-button")
+    expect(other.locator("#panel-notice")).to_contain_text("Not started")
+
+    page.click("#stop-button")
+    assert wait_status(page, ("stopped", "completed", "failed"), RUN_TIMEOUT) == "stopped"
+    assert Path(out / "demo_lora-stopped.safetensors").exists()

@@ -1,0 +1,28 @@
+"""The web process never imports torch (nor diffusers / transformers / peft)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_app_and_lora_gui_do_not_import_torch():
+    code = (
+        "import sys, app, lora_gui, lora_gui.ui, lora_gui.jobs, lora_gui.presets, lora_gui.engine\n"
+        "from lora_gui.ui import build_app\n"
+        "from lora_gui.jobs import JobManager\n"
+        "from lora_gui import presets, engine\n"
+        "from trainer.config import TrainConfig\n"
+        "cfg = presets.load_preset('cpu_demo').config\n"
+        "build_app(initial=cfg, initial_preset='cpu_demo', manager=JobManager())\n"
+        "engine.validate(cfg); engine.dataset_summary(cfg); engine.detect_model(cfg.pretrained_model_name_or_path)\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'peft', 'accelerate') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "HEAVY []" in proc.stdout

@@ -1,0 +1,92 @@
+"""Presets: shipped presets load, save/load round trip, relative paths, kohya_ss import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lora_gui import APP_DIR, presets
+from lora_gui.paths import relativize_path, resolve_path
+from trainer.config import TrainConfig
+
+SHIPPED = ("cpu_demo", "sd15_character", "sd15_style", "sd15_slider_pair")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_presets_load(name):
+    loaded = presets.load_preset(name)
+    assert loaded.unmapped == []
+    assert loaded.keys  # every shipped preset sets something
+
+
+def test_cpu_demo_points_into_the_app_folder():
+    cfg = presets.load_preset("cpu_demo").config
+    assert Path(cfg.pretrained_model_name_or_path) == APP_DIR / "demo" / "tiny-sd1"
+    assert Path(cfg.train_data_dir) == APP_DIR / "demo" / "img"
+    assert Path(cfg.output_dir) == APP_DIR / "demo" / "output"
+    assert cfg.resolution == "64" and cfg.train_batch_size == 1 and cfg.mixed_precision == "no"
+    assert cfg.sample_every_n_epochs == 1 and "--w 64 --h 64 --s 4" in cfg.sample_prompts
+
+
+def test_slider_pair_preset_values():
+    cfg = presets.load_preset("sd15_slider_pair").config
+    assert (cfg.network_dim, cfg.network_alpha, cfg.network_train_unet_only) == (4, 1.0, True)
+    assert (cfg.learning_rate, cfg.lr_warmup_steps, cfg.optimizer_type, cfg.max_train_steps) == (5e-5, 20, "CAME", 400)
+
+
+def test_parameter_presets_leave_folders_alone():
+    loaded = presets.load_preset("sd15_character")
+    assert "train_data_dir" not in loaded.keys and "output_dir" not in loaded.keys
+    assert "network_dim" in loaded.keys
+
+
+def test_save_and_load_round_trip(tmp_path):
+    cfg = TrainConfig(pretrained_model_name_or_path=str(APP_DIR / "demo" / "tiny-sd1"), train_data_dir="/data/img",
+                      output_dir=str(tmp_path / "out"), network_dim=16, unet_lr=2e-4, optimizer_type="Lion",
+                      sample_prompts="a cat\na dog --w 512")
+    path = presets.save_preset("my preset", cfg, folder=tmp_path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["format_version"] == 1
+    assert data["pretrained_model_name_or_path"] == "./demo/tiny-sd1"  # inside the app folder: relative
+    assert data["train_data_dir"] == "/data/img"
+    assert presets.list_presets(tmp_path) == ["my preset"]
+    assert presets.load_preset("my preset", folder=tmp_path).config == cfg
+
+
+@pytest.mark.parametrize("name", ["", "../evil", "a/b", ".hidden"])
+def test_bad_preset_names_are_refused(tmp_path, name):
+    with pytest.raises(presets.PresetError):
+        presets.save_preset(name, TrainConfig(), folder=tmp_path)
+
+
+def test_broken_files_give_messages(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(presets.PresetError) as exc:
+        presets.read_preset_file(tmp_path / "bad.json")
+    assert exc.value.key == "preset.not_json"
+    (tmp_path / "wrong.json").write_text('{"network_dim": "big"}', encoding="utf-8")
+    with pytest.raises(presets.PresetError) as exc:
+        presets.read_preset_file(tmp_path / "wrong.json")
+    assert exc.value.key == "preset.bad_fields" and "network_dim" in exc.value.params["fields"]
+
+
+def test_kohya_config_import_lists_unmapped(tmp_path):
+    kohya = {"LoRA_type": "Standard", "optimizer": "AdamW8bit", "max_resolution": "768,768", "epoch": 4,
+             "network_dim": 32, "network_alpha": 16, "learning_rate": 0.0002, "xformers": "xformers",
+             "some_unknown_option": True, "pretrained_model_name_or_path": "runwayml/stable-diffusion-v1-5"}
+    (tmp_path / "kohya.json").write_text(json.dumps(kohya), encoding="utf-8")
+    loaded = presets.read_preset_file(tmp_path / "kohya.json")
+    assert loaded.kohya
+    assert loaded.config.resolution == "768,768" and loaded.config.max_train_epochs == 4
+    assert loaded.config.optimizer_type == "AdamW8bit" and loaded.config.network_dim == 32
+    assert any("some_unknown_option" in u for u in loaded.unmapped)
+
+
+def test_path_resolution():
+    assert resolve_path("./demo/img") == str(APP_DIR / "demo" / "img")
+    assert resolve_path("") == ""
+    assert resolve_path("runwayml/stable-diffusion-v1-5", allow_hub_id=True) == "runwayml/stable-diffusion-v1-5"
+    assert relativize_path(str(APP_DIR / "demo" / "img")) == "./demo/img"
+    assert relativize_path("/elsewhere/x") == "/elsewhere/x"

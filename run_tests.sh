@@ -14,7 +14,7 @@ if [ ! -x /usr/bin/chromium ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium fonts-noto-cjk
 fi
 
 exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"

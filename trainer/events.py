@@ -24,8 +24,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "sample": ("step", "epoch", "paths", "prompts"),
     "saved": ("path", "kind", "epoch", "step", "size_bytes"),
     "log": ("message",),
-    "warning": ("message", "code", "field"),
-    "error": ("code", "message", "field", "hint"),
+    "warning": ("message", "code", "field", "params"),
+    "error": ("code", "message", "field", "hint", "params"),
     "done": ("status", "files", "wall_time_sec", "steps_done", "message"),
 }
 DONE_STATUSES = ("completed", "stopped", "failed")

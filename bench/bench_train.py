@@ -5,6 +5,10 @@ seconds per step (steps after the first two) and the peak resident memory of tha
 
     python bench/bench_train.py --tiny            # tiny SD1-shaped model, 64 px
     python bench/bench_train.py --sd15 --steps 6  # full SD1.5 architecture (random weights), 256 px
+    python bench/bench_train.py --sdxl --steps 4  # full SDXL 1.0 base architecture (random weights), 256 px
+
+The SDXL model (3.5 G parameters) is written once to <work>/sdxl-random in fp16 (about 7 GiB) and
+trained in fp32 on the CPU, so a case needs about 16 GiB of RAM.
 
 Reference (shared/reference/environment.md, same CPU): diffusers' example trainer 0.023 s/step (tiny, 64 px)
 and 3.5 s/step, 5.8 GiB (SD1.5, 256 px); sd-scripts 2.41 s/step (UNet+TE, cached latents), 2.31 UNet only,
@@ -55,6 +59,34 @@ def build_sd15_random(dest: Path) -> Path:
     return dest
 
 
+def build_sdxl_random(dest: Path) -> Path:
+    """Full SDXL 1.0 base architecture with random weights from the bundled configs, saved in fp16.
+
+    Each part is cast to fp16 as soon as it is built, so building peaks near the UNet's fp32 size (10 GiB).
+    """
+    if (dest / "model_index.json").exists():
+        return dest
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from trainer.families.tokenizers import load_clip_tokenizer
+
+    cfg_dir = ROOT / "trainer" / "families" / "configs" / "sdxl"
+    config = lambda part, name="config.json": json.loads((cfg_dir / part / name).read_text())  # noqa: E731
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(config("unet")).half()
+    vae = AutoencoderKL.from_config(config("vae")).half()
+    te1 = CLIPTextModel(CLIPTextConfig(**config("text_encoder"))).half()
+    te2 = CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2"))).half()
+    sched = EulerDiscreteScheduler.from_config(config("scheduler", "scheduler_config.json"))
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=load_clip_tokenizer(),
+                                     tokenizer_2=load_clip_tokenizer(pad_token="!"), unet=unet, scheduler=sched,
+                                     add_watermarker=False)
+    pipe.save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
 def run_case(name: str, model: Path, data: Path, work: Path, res: int, steps: int, **over) -> dict:
     from trainer.config import TrainConfig
     from trainer.events import events_path, read_events
@@ -83,6 +115,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--sd15", action="store_true")
+    ap.add_argument("--sdxl", action="store_true")
+    ap.add_argument("--sdxl-res", type=int, default=256, help="SDXL training resolution (multiple of 32)")
     ap.add_argument("--steps", type=int, default=0, help="optimizer steps per case (default 30 tiny, 6 sd15)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench-out")
     args = ap.parse_args()
@@ -92,7 +126,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         tmp = Path(tmp)
-        if args.tiny or not args.sd15:
+        if args.tiny or not (args.sd15 or args.sdxl):
             model = args.work / "tiny-sd1"
             if not (model / "model_index.json").exists():
                 save_tiny_model(model, "sd1")
@@ -122,9 +156,23 @@ def main() -> None:
             ]:
                 results.append(run_case(name.replace(" ", "_").replace(",", ""), model, data, tmp, 256, steps,
                                         **over) | {"case": name})
-    print(f"{'case':45s} {'s/step':>8s} {'peak RSS GiB':>13s}")
+        if args.sdxl:
+            model = build_sdxl_random(args.work / "sdxl-random")
+            res = args.sdxl_res
+            data = tmp / f"img{res}"
+            make_image_folder(data / "1_sks disc", 4, sizes=[(res, res)], caption="sks disc")
+            steps = args.steps or 4
+            # Caching text-encoder outputs needs frozen text encoders, as in sd-scripts.
+            cached = dict(cache_latents=True, network_train_unet_only=True, cache_text_encoder_outputs=True)
+            for name, over in [
+                (f"sdxl_{res} unet only, cached latents+TE outputs, grad ckpt", dict(cached, gradient_checkpointing=True)),
+                (f"sdxl_{res} unet only, cached latents+TE outputs", cached),
+            ]:
+                results.append(run_case(name.replace(" ", "_").replace(",", "").replace("+", "_"), model, data,
+                                        tmp, res, steps, **over) | {"case": name})
+    print(f"{'case':60s} {'s/step':>8s} {'peak RSS GiB':>13s}")
     for r in results:
-        print(f"{r['case']:45s} {r['s_per_step']:8.3f} {r['peak_rss_gib']:13.2f}")
+        print(f"{r['case']:60s} {r['s_per_step']:8.3f} {r['peak_rss_gib']:13.2f}")
 
 
 if __name__ == "__main__":

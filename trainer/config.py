@@ -184,69 +184,90 @@ class TrainConfig:
                                  label="Network weights", widget="path")
 
     # ---- Advanced -----------------------------------------------------------------
-    network_dropout: float = param(0.0, "Dropout on the LoRA down-projection output.", tab="advanced",
+    network_dropout: float = param(0.0, "Dropout on the LoRA down-projection output.", tab="advanced", section="network",
                                    label="Network dropout", min=0.0, max=1.0)
-    network_train_unet_only: bool = param(False, "Train only the UNet LoRA.", tab="advanced",
+    network_train_unet_only: bool = param(False, "Train only the UNet LoRA.", tab="advanced", section="network",
                                           label="Train UNet only")
-    network_train_text_encoder_only: bool = param(False, "Train only the text-encoder LoRA.", tab="advanced",
+    network_train_text_encoder_only: bool = param(False, "Train only the text-encoder LoRA.", tab="advanced", section="network",
                                                   label="Train text encoder only")
+    network_train_text_encoder_1: bool = param(
+        True, "SDXL only: give text encoder 1 (CLIP ViT-L) a LoRA when the text encoder is trained. "
+        "Off: that encoder stays as it is and is not saved in the file.",
+        tab="advanced", section="network", label="Train text encoder 1 (SDXL)")
+    network_train_text_encoder_2: bool = param(
+        True, "SDXL only: give text encoder 2 (OpenCLIP ViT-bigG) a LoRA when the text encoder is trained. "
+        "Off: that encoder stays as it is and is not saved in the file.",
+        tab="advanced", section="network", label="Train text encoder 2 (SDXL)")
     scale_weight_norms: float = param(0.0, "Max-norm regularisation of each LoRA module (0 = off, 1 is typical).",
-                                      tab="advanced", label="Scale weight norms", min=0.0, max=10.0)
+                                      tab="advanced", section="network", label="Scale weight norms", min=0.0, max=10.0)
     gradient_accumulation_steps: int = param(1, "Accumulate gradients over N batches per optimizer step.",
-                                             tab="advanced", label="Gradient accumulation steps", min=1, max=120)
+                                             tab="advanced", section="memory", label="Gradient accumulation steps", min=1, max=120)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, slower.",
-                                         tab="advanced", label="Gradient checkpointing")
-    sdpa: bool = param(True, "Use PyTorch scaled-dot-product attention.", tab="advanced", label="SDPA attention")
+                                         tab="advanced", section="memory", label="Gradient checkpointing")
+    sdpa: bool = param(True, "Use PyTorch scaled-dot-product attention.", tab="advanced", section="memory", label="SDPA attention")
     xformers: bool = param(False, "Use xformers memory-efficient attention (CUDA only, optional package).",
-                           tab="advanced", label="xformers attention")
+                           tab="advanced", section="memory", label="xformers attention")
     full_fp16: bool = param(False, "Keep the LoRA weights in fp16 too (needs mixed precision fp16).",
-                            tab="advanced", label="Full fp16 training")
+                            tab="advanced", section="memory", label="Full fp16 training")
     full_bf16: bool = param(False, "Keep the LoRA weights in bf16 too (needs mixed precision bf16).",
-                            tab="advanced", label="Full bf16 training")
+                            tab="advanced", section="memory", label="Full bf16 training")
+    no_half_vae: bool = param(
+        True, "Run the VAE in fp32 under mixed precision (avoids NaN latents and black samples, needs a little "
+        "more memory). Off: the VAE runs in fp16/bf16, except SDXL's VAE with fp16, which overflows and "
+        "always runs in fp32.", tab="advanced", section="memory", label="No half VAE")
+    cache_text_encoder_outputs: bool = param(
+        False, "Encode every caption once before training and move the text encoders off the GPU (saves "
+        "memory, mostly for SDXL). Needs a frozen text encoder ('Train UNet only' or text-encoder learning "
+        "rate 0) and captions that do not change (no shuffling, no caption dropout).",
+        tab="advanced", section="memory", label="Cache text encoder outputs")
+    cache_text_encoder_outputs_to_disk: bool = param(
+        False, "Also keep the cached text-encoder outputs in <image>_te_outputs.npz files beside the images, "
+        "reused by later runs with the same model and captions (turns caching on).",
+        tab="advanced", section="memory", label="Cache text encoder outputs to disk")
     max_data_loader_n_workers: int = param(0, "Data loader worker processes (0 = load in the main process).",
-                                           tab="advanced", label="Max data loader workers", min=0, max=64)
+                                           tab="advanced", section="memory", label="Max data loader workers", min=0, max=64)
     persistent_data_loader_workers: bool = param(False, "Keep data loader workers alive between epochs.",
-                                                 tab="advanced", label="Persistent data loader workers")
-    bucket_reso_steps: int = param(64, "Bucket sides are multiples of this many pixels.", tab="advanced",
+                                                 tab="advanced", section="memory", label="Persistent data loader workers")
+    bucket_reso_steps: int = param(64, "Bucket sides are multiples of this many pixels.", tab="advanced", section="buckets",
                                    label="Bucket resolution steps", min=8, max=256)
-    bucket_no_upscale: bool = param(False, "Never upscale small images to fill a bucket.", tab="advanced",
+    bucket_no_upscale: bool = param(False, "Never upscale small images to fill a bucket.", tab="advanced", section="buckets",
                                     label="Don't upscale bucket resolution")
-    color_aug: bool = param(False, "Random hue shifts (disables latent caching).", tab="advanced",
+    color_aug: bool = param(False, "Random hue shifts (disables latent caching).", tab="advanced", section="captions",
                             label="Color augmentation")
-    flip_aug: bool = param(False, "Random horizontal flips.", tab="advanced", label="Flip augmentation")
-    random_crop: bool = param(False, "Random instead of centred crops (disables latent caching).", tab="advanced",
+    flip_aug: bool = param(False, "Random horizontal flips.", tab="advanced", section="captions", label="Flip augmentation")
+    random_crop: bool = param(False, "Random instead of centred crops (disables latent caching).", tab="advanced", section="captions",
                               label="Random crop")
-    shuffle_caption: bool = param(False, "Shuffle the comma-separated tags of each caption.", tab="advanced",
+    shuffle_caption: bool = param(False, "Shuffle the comma-separated tags of each caption.", tab="advanced", section="captions",
                                   label="Shuffle caption")
-    keep_tokens: int = param(0, "Keep the first N comma-separated tags in place when shuffling.", tab="advanced",
+    keep_tokens: int = param(0, "Keep the first N comma-separated tags in place when shuffling.", tab="advanced", section="captions",
                              label="Keep n tokens", min=0, max=32)
     caption_dropout_rate: float = param(0.0, "Probability of training an image with an empty caption.",
-                                        tab="advanced", label="Rate of caption dropout", min=0.0, max=1.0)
-    caption_dropout_every_n_epochs: int = param(0, "Drop all captions every N epochs (0 = never).", tab="advanced",
+                                        tab="advanced", section="captions", label="Rate of caption dropout", min=0.0, max=1.0)
+    caption_dropout_every_n_epochs: int = param(0, "Drop all captions every N epochs (0 = never).", tab="advanced", section="captions",
                                                 label="Dropout caption every n epochs", min=0, max=10000)
     max_token_length: int = param(75, "Longest caption in tokens (longer captions are encoded in 75-token chunks).",
-                                  tab="advanced", label="Max token length", choices=(75, 150, 225))
-    noise_offset_type: str = param("Original", "Kind of extra noise.", tab="advanced", label="Noise offset type",
+                                  tab="advanced", section="captions", label="Max token length", choices=(75, 150, 225))
+    noise_offset_type: str = param("Original", "Kind of extra noise.", tab="advanced", section="noise", label="Noise offset type",
                                    choices=("Original", "Multires"))
-    noise_offset: float = param(0.0, "Noise offset (0.05-0.1 helps very dark or bright images).", tab="advanced",
+    noise_offset: float = param(0.0, "Noise offset (0.05-0.1 helps very dark or bright images).", tab="advanced", section="noise",
                                 label="Noise offset", min=0.0, max=1.0)
-    multires_noise_iterations: int = param(6, "Multires noise iterations (Multires only).", tab="advanced",
+    multires_noise_iterations: int = param(6, "Multires noise iterations (Multires only).", tab="advanced", section="noise",
                                            label="Multires noise iterations", min=0, max=64)
-    multires_noise_discount: float = param(0.3, "Multires noise discount (Multires only).", tab="advanced",
+    multires_noise_discount: float = param(0.3, "Multires noise discount (Multires only).", tab="advanced", section="noise",
                                            label="Multires noise discount", min=0.0, max=1.0)
-    min_snr_gamma: float = param(0.0, "Min-SNR loss weighting gamma (0 = off, 5 is typical).", tab="advanced",
+    min_snr_gamma: float = param(0.0, "Min-SNR loss weighting gamma (0 = off, 5 is typical).", tab="advanced", section="noise",
                                  label="Min SNR gamma", min=0.0, max=20.0)
-    prior_loss_weight: float = param(1.0, "Loss weight of regularisation images.", tab="advanced",
+    prior_loss_weight: float = param(1.0, "Loss weight of regularisation images.", tab="advanced", section="noise",
                                      label="Prior loss weight", min=0.0, max=10.0)
-    min_timestep: int = param(0, "Smallest diffusion timestep sampled.", tab="advanced", label="Min timestep",
+    min_timestep: int = param(0, "Smallest diffusion timestep sampled.", tab="advanced", section="noise", label="Min timestep",
                               min=0, max=1000)
-    max_timestep: int = param(1000, "Largest diffusion timestep sampled (exclusive).", tab="advanced",
+    max_timestep: int = param(1000, "Largest diffusion timestep sampled (exclusive).", tab="advanced", section="noise",
                               label="Max timestep", min=1, max=1000)
-    save_every_n_steps: int = param(0, "Also save a LoRA every N steps (0 = off).", tab="advanced",
+    save_every_n_steps: int = param(0, "Also save a LoRA every N steps (0 = off).", tab="advanced", section="saving",
                                     label="Save every N steps", min=0, max=10_000_000)
     save_state: bool = param(False, "Save optimizer, scheduler and RNG state with each save, for resuming.",
-                             tab="advanced", label="Save training state")
-    resume: str = param("", "Resume from a saved state folder (<name>-state).", tab="advanced",
+                             tab="advanced", section="saving", label="Save training state")
+    resume: str = param("", "Resume from a saved state folder (<name>-state).", tab="advanced", section="saving",
                         label="Resume from saved training state", widget="path")
 
     # ---- Samples ------------------------------------------------------------------
@@ -395,7 +416,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return (nums[0], nums[-1])
 
 
-def _field_type(f: dataclasses.Field) -> tuple[type, bool]:
+def field_type(f: dataclasses.Field) -> tuple[type, bool]:
     """The field's base type and whether None is allowed, from its annotation string."""
     ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     optional = ann.startswith("Optional[")
@@ -406,7 +427,7 @@ def _field_type(f: dataclasses.Field) -> tuple[type, bool]:
 
 def coerce_value(f: dataclasses.Field, raw: Any) -> Any:
     """Check one JSON value against the field's type, choices and range."""
-    kind, optional = _field_type(f)
+    kind, optional = field_type(f)
     meta = f.metadata
     if raw is None or (optional and raw == ""):
         if optional:

@@ -1,11 +1,17 @@
 """Tiny random-weight models with the real Stable Diffusion layouts, and demo images.
 
 Tests and the CPU demo use these: no weights can be downloaded on the machines this
-project is built on, but a model whose module tree and key names match SD1.x / SD2.x
+project is built on, but a model whose module tree and key names match SD1.x / SD2.x / SDXL
 exercises every real code path (loading, LoRA injection, kohya key names, sampling).
+
+The tiny SDXL keeps every structural feature that decides SGM block indices and key names: three
+down blocks (the first without attention), two layers per block, transformer depth (1, 1, 2), linear
+proj_in, the `text_time` size/crop embedding, and two text encoders of different widths (a
+CLIPTextModel and a CLIPTextModelWithProjection, whose projection width differs from its hidden width).
 
     python -m trainer.tiny --family sd1 --out models/tiny-sd1            # diffusers folder
     python -m trainer.tiny --family sd2-v --out models/tiny.safetensors  # single file
+    python -m trainer.tiny --family sdxl --out models/tiny-sdxl.safetensors
     python -m trainer.tiny --demo demo/                                  # model + images
 """
 
@@ -18,10 +24,19 @@ from pathlib import Path
 
 from trainer.families.tokenizers import load_clip_tokenizer
 
-FAMILIES = ("sd1", "sd2", "sd2-v")
+FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl")
+
+# Tiny SDXL text encoders: CLIP-L stand-in 32 wide, OpenCLIP-bigG stand-in 64 wide with a 32-wide
+# projection. diffusers tells the two single-file text encoders apart by their widths.
+SDXL_TE1_WIDTH = 32
+SDXL_TE2_WIDTH = 64
+SDXL_TE2_PROJECTION = 32
+SDXL_TIME_EMBED_DIM = 8
 
 
 def tiny_unet_config(family: str) -> dict:
+    if family == "sdxl":
+        return tiny_sdxl_unet_config()
     v2 = family.startswith("sd2")
     return dict(
         sample_size=8,
@@ -38,7 +53,28 @@ def tiny_unet_config(family: str) -> dict:
     )
 
 
-def tiny_vae_config() -> dict:
+def tiny_sdxl_unet_config() -> dict:
+    return dict(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 1, 2),
+        attention_head_dim=(2, 4, 8),
+        use_linear_projection=True,
+        cross_attention_dim=SDXL_TE1_WIDTH + SDXL_TE2_WIDTH,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=SDXL_TIME_EMBED_DIM,
+        # six size/crop numbers, each embedded in addition_time_embed_dim, plus the pooled text embedding
+        projection_class_embeddings_input_dim=6 * SDXL_TIME_EMBED_DIM + SDXL_TE2_PROJECTION,
+        norm_num_groups=32,
+    )
+
+
+def tiny_vae_config(family: str = "sd1") -> dict:
     return dict(
         in_channels=3,
         out_channels=3,
@@ -49,10 +85,27 @@ def tiny_vae_config() -> dict:
         latent_channels=4,
         norm_num_groups=32,
         sample_size=64,
+        scaling_factor=0.13025 if family == "sdxl" else 0.18215,
     )
 
 
-def tiny_text_config(family: str) -> dict:
+def tiny_text_config(family: str, *, index: int = 0) -> dict:
+    """The text encoder config; for SDXL, index 1 is the second (OpenCLIP-bigG-like) encoder."""
+    if family == "sdxl":
+        width = SDXL_TE2_WIDTH if index == 1 else SDXL_TE1_WIDTH
+        return dict(
+            vocab_size=49408,
+            hidden_size=width,
+            intermediate_size=width + 5,
+            num_attention_heads=4,
+            num_hidden_layers=5,
+            max_position_embeddings=77,
+            projection_dim=SDXL_TE2_PROJECTION if index == 1 else width,
+            hidden_act="gelu" if index == 1 else "quick_gelu",
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=1,
+        )
     v2 = family.startswith("sd2")
     return dict(
         vocab_size=49408,
@@ -83,7 +136,7 @@ def scheduler_config(family: str) -> dict:
 
 
 def build_tiny_pipeline(family: str = "sd1", seed: int = 0):
-    """A StableDiffusionPipeline of random weights with the given family's layout."""
+    """A StableDiffusionPipeline (StableDiffusionXLPipeline for "sdxl") of random weights with the family's layout."""
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -91,6 +144,8 @@ def build_tiny_pipeline(family: str = "sd1", seed: int = 0):
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}")
     torch.manual_seed(seed)
+    if family == "sdxl":
+        return _build_tiny_sdxl_pipeline()
     unet = UNet2DConditionModel(**tiny_unet_config(family))
     vae = AutoencoderKL(**tiny_vae_config())
     text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_config(family)))
@@ -111,6 +166,32 @@ def build_tiny_pipeline(family: str = "sd1", seed: int = 0):
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+
+
+def _build_tiny_sdxl_pipeline():
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    unet = UNet2DConditionModel(**tiny_sdxl_unet_config())
+    vae = AutoencoderKL(**tiny_vae_config("sdxl"))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_config("sdxl", index=0)))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**tiny_text_config("sdxl", index=1)))
+    with torch.no_grad():  # non-zero norm biases, as in real checkpoints (see build_tiny_pipeline)
+        for name, p in unet.named_parameters():
+            if name.endswith("norm1.bias") and "transformer_blocks" in name:
+                p.normal_(0.0, 0.02)
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=load_clip_tokenizer(pad_token="<|endoftext|>"),
+        tokenizer_2=load_clip_tokenizer(pad_token="!"),  # OpenCLIP pads with token 0 ("!")
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config({**scheduler_config("sdxl"), "timestep_spacing": "leading"}),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
     )
 
 

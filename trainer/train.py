@@ -8,6 +8,7 @@ model family: everything family-specific goes through the `ModelFamily` it was g
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import sys
@@ -24,6 +25,7 @@ import torch
 from trainer.config import TrainConfig
 from trainer.errors import TrainingError
 from trainer.events import EventWriter
+from trainer.fileio import OutputExistsError
 from trainer.training.loss import diffusion_loss
 from trainer.training.noise import NoiseSchedule, make_noise, sample_timesteps
 from trainer.training.optimizers import build_optimizer, describe_optimizer
@@ -120,6 +122,7 @@ class Trainer:
     events: EventWriter
     stop: StopSignal
     saved_files: list[str] = field(default_factory=list)
+    reported_codes: set[str] = field(default_factory=set)  # validation codes already emitted before setup
 
     # ---- setup ----------------------------------------------------------------------
     def setup(self) -> None:
@@ -142,6 +145,7 @@ class Trainer:
         for note in self.info.notes:
             self.events.emit("log", message=note)
         self.family = get_family(self.info)
+        self._check_family_settings()
 
         self.scan = scan_dataset(cfg, verify=True)
         self.scan.raise_for_problems()
@@ -151,7 +155,9 @@ class Trainer:
         self.comp = self.family.load(cfg, self.info)
 
         self.train_unet = cfg.effective_unet_lr() > 0
-        self.train_te = cfg.effective_text_encoder_lr() > 0
+        # A family may leave text encoders without LoRA (SDXL's per-encoder switches): then none is trained.
+        self.train_te = cfg.effective_text_encoder_lr() > 0 and any(
+            root.kind == "text_encoder" for root in self.family.lora_roots(self.comp))
         for model in (self.comp.unet, *self.comp.text_encoders, self.comp.vae):
             model.requires_grad_(False)
         for model in (self.comp.unet, *self.comp.text_encoders):
@@ -174,17 +180,24 @@ class Trainer:
             self.events.emit("log", message=f"network weights {cfg.network_weights}: {report}")
 
         # The VAE is only needed to encode images; sampling needs it too (decode).
-        self.vae_dtype = torch.float32
+        self.vae_dtype, note = self.family.vae_dtype(self.precision.weight_dtype, no_half_vae=cfg.no_half_vae)
+        if note:
+            self.events.emit("log", message=note)
         self.comp.vae.to(device, dtype=self.vae_dtype)
         self.schedule = NoiseSchedule(self.info_prediction_type())
         self.noise_generator = torch.Generator().manual_seed(cfg.seed)
 
-        self.dataset = LoraDataset(cfg, self.scan)
+        self.dataset = LoraDataset(cfg, self.scan, self.family.latent_scale, plan=self.plan)
         if self.dataset.can_cache_latents and (cfg.cache_latents or cfg.cache_latents_to_disk):
             self.events.emit("log", message="caching latents")
             n = self.dataset.cache_latents(self._encode_pixels, to_disk=cfg.cache_latents_to_disk)
-            self.events.emit("log", message=f"cached latents of {n} images")
+            report = self.dataset.cache_report
+            disk = (f" ({report.reused_from_disk} reused from disk, {report.written_to_disk} written to disk)"
+                    if cfg.cache_latents_to_disk and report is not None else "")
+            self.events.emit("log", message=f"cached latents of {n} images{disk}")
         self._text_cache: dict[str, dict[str, torch.Tensor]] = {}
+        if cfg.cache_text_encoder_outputs or cfg.cache_text_encoder_outputs_to_disk:
+            self._cache_text_encoder_outputs()
 
         groups = self.network.param_groups(cfg.effective_unet_lr(), cfg.effective_text_encoder_lr())
         opt_args = cfg.optimizer_args
@@ -199,6 +212,43 @@ class Trainer:
         self.position = TrainPosition(global_step=0, epoch=0, batch_in_epoch=0, loss_history=[])
         if cfg.resume:
             self._resume(load_state(Path(cfg.resume)))
+
+    def _check_family_settings(self) -> None:
+        """The family-dependent validation rules, for what validation could not see (a .ckpt's family)."""
+        from trainer.validation import family_issues
+
+        for issue in family_issues(self.cfg, self.info.family, cuda=self.precision.device.type == "cuda"):
+            if issue.code in self.reported_codes:
+                continue
+            if issue.level == "error":
+                raise TrainingError(issue.code, issue.message, field=issue.field)
+            self.events.emit("warning", code=issue.code, field=issue.field, message=issue.message,
+                             params=issue.params)
+
+    def _cache_text_encoder_outputs(self) -> None:
+        """Encode every caption once (optionally from/to `_te_outputs.npz` files); the text encoders then
+        leave the GPU. Sampling still encodes its prompts with them, on the CPU."""
+        from trainer.training.text_cache import cache_text_encoder_outputs
+
+        cfg = self.cfg
+        if self.train_te:
+            self.events.emit("warning", code="te_cache_with_te_training", field="cache_text_encoder_outputs",
+                             message="text-encoder outputs are not cached because the text encoder is trained")
+            return
+        model = Path(cfg.pretrained_model_name_or_path).expanduser()
+        encoder_id = json.dumps({"model": str(model.resolve()) if model.exists() else str(model),
+                                 "family": self.info.family, "clip_skip": cfg.clip_skip,
+                                 "max_token_length": cfg.max_token_length}, sort_keys=True)
+        items = [(image.path, image.caption) for image in self.dataset.plan.images]
+        self.events.emit("log", message="caching text-encoder outputs")
+        cache, report = cache_text_encoder_outputs(items, self._encode_captions, encoder_id=encoder_id,
+                                                   to_disk=cfg.cache_text_encoder_outputs_to_disk)
+        self._text_cache.update(cache)
+        self.events.emit("log", message=report.summary())
+        if self.precision.device.type != "cpu":
+            for text_encoder in self.comp.text_encoders:
+                text_encoder.to("cpu", dtype=torch.float32)  # half precision is slow or unsupported on CPU
+            self.events.emit("log", message="text encoders moved to the CPU")
 
     def info_prediction_type(self) -> str:
         return "v_prediction" if self.info.v_parameterization else "epsilon"
@@ -233,11 +283,18 @@ class Trainer:
         # Frozen text encoder: each distinct caption is encoded once (a large saving on CPU).
         missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
         if missing:
-            with torch.no_grad(), self._autocast():
-                out = self.family.encode_prompts(self.comp, missing, **kw)
+            out = self._encode_captions(missing)
             for i, c in enumerate(missing):
                 self._text_cache[c] = {k: v[i : i + 1] for k, v in out.items()}
-        return {k: torch.cat([self._text_cache[c][k] for c in captions]) for k in self._text_cache[captions[0]]}
+        device = self.precision.device  # cached outputs may live on the CPU
+        return {k: torch.cat([self._text_cache[c][k] for c in captions]).to(device)
+                for k in self._text_cache[captions[0]]}
+
+    def _encode_captions(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        """The frozen text encoders' conditioning of `captions` (no gradients)."""
+        with torch.no_grad(), self._autocast():
+            return self.family.encode_prompts(self.comp, captions, clip_skip=self.cfg.clip_skip,
+                                              max_token_length=self.cfg.max_token_length)
 
     def _autocast(self):
         p = self.precision
@@ -302,6 +359,7 @@ class Trainer:
             bucket_info=self.plan.bucket_info(),
             base_model_version=self.family.base_model_version(self.info),
             modelspec_architecture=self.family.modelspec_architecture(self.info),
+            modelspec_implementation=self.family.modelspec_implementation(self.info),
             optimizer=describe_optimizer(self.cfg.optimizer_type, self.cfg.optimizer_args),
             lr_warmup_steps=warmup_steps(self.cfg.lr_warmup_steps, self.plan.total_steps),
             v2=self.info.v2,
@@ -362,6 +420,11 @@ class Trainer:
                 if (i + 1) % accum != 0 and i != last:
                     continue
                 self._optimizer_step(params)
+                if not torch.stack([torch.isfinite(p).all() for p in params]).all():
+                    # A finite loss can still give inf gradients, and the optimizer step then NaN
+                    # weights; stop before a step event or a save reports them as good.
+                    raise TrainingError("nan_loss", f"the LoRA weights became inf or nan at step "
+                                        f"{pos.global_step + 1}", field="learning_rate", hint=NAN_HINT)
                 pos.global_step += 1
                 pos.loss_history = (pos.loss_history + [step_loss])[-window:]
                 dt = time.perf_counter() - t_step
@@ -443,20 +506,25 @@ def run_training(cfg: TrainConfig, *, events: EventWriter, stop: Optional[StopSi
         errors = [i for i in errors if i.code != "output_exists"]
     for issue in issues:
         if issue.level == "warning":
-            events.emit("warning", message=issue.message, code=issue.code, field=issue.field)
+            events.emit("warning", message=issue.message, code=issue.code, field=issue.field, params=issue.params)
     if errors:
         for issue in errors:
-            events.emit("error", code=issue.code, message=issue.message, field=issue.field, hint=None)
+            events.emit("error", code=issue.code, message=issue.message, field=issue.field, hint=None,
+                        params=issue.params)
         events.emit("done", status="failed", files=[], wall_time_sec=time.time() - t0, steps_done=0,
                     message=errors[0].message)
         return 1
     try:
         cfg.save(Path(cfg.output_dir) / f"{cfg.output_name}.json")
-        trainer = Trainer(cfg, events, stop)
+        trainer = Trainer(cfg, events, stop, reported_codes={issue.code for issue in issues})
         trainer.setup()
         status = trainer.run()
     except TrainingError as exc:
         return _fail(events, trainer, t0, exc.event_fields())
+    except OutputExistsError as exc:
+        return _fail(events, trainer, t0, {"code": "output_exists", "message": str(exc), "field": "output_name",
+                                          "hint": "Files are never overwritten: change the output name or move "
+                                                  "the existing file, then train again."})
     except torch.OutOfMemoryError as exc:
         return _fail(events, trainer, t0, {"code": "out_of_memory", "message": f"out of memory: {exc}".strip(),
                                           "field": "train_batch_size", "hint": OOM_HINT})

@@ -41,6 +41,8 @@ CODES = (
     "cache_latents_disabled", "timestep_range_empty", "resolution_invalid", "resolution_not_multiple_of_8",
     "bucket_steps_not_multiple_of_8", "bucket_steps_not_64", "bucket_reso_order", "max_bucket_below_resolution",
     "batch_larger_than_bucket", "sample_prompts_without_cadence", "sample_cadence_without_prompts",
+    "clip_skip_ignored", "bucket_steps_not_32", "sdxl_vae_fp32", "te_cache_with_te_training",
+    "te_cache_caption_changes",
 )
 SUBSET_EXAMPLE = "10_sks woman"
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -82,6 +84,16 @@ class Context:
         return scan_dataset(self.cfg)
 
     @cached_property
+    def family(self) -> Optional[str]:
+        """The base model's family ("sd1", "sd2", "sdxl") when it can be told without loading, else None."""
+        try:
+            from trainer.families.detect import detect_model
+
+            return detect_model(self.cfg.pretrained_model_name_or_path).family
+        except Exception:  # a missing or broken model is reported by the model_path rule
+            return None
+
+    @cached_property
     def resolution(self) -> Optional[tuple[int, int]]:
         try:
             return parse_resolution(self.cfg.resolution)
@@ -111,6 +123,45 @@ def rule(fn: Rule) -> Rule:
 
 def issue(field: str, level: str, code: str, message: str, **params) -> ValidationIssue:
     return ValidationIssue(field=field, level=level, code=code, message=message, params=params)
+
+
+def trains_text_encoder(cfg: TrainConfig, family: Optional[str]) -> bool:
+    """Whether a text-encoder LoRA is trained: a text-encoder learning rate above 0 and, for SDXL, at
+    least one of the two encoder switches on (an unknown family counts as having one encoder)."""
+    if cfg.effective_text_encoder_lr() <= 0:
+        return False
+    if family == "sdxl":
+        return cfg.network_train_text_encoder_1 or cfg.network_train_text_encoder_2
+    return True
+
+
+def family_issues(cfg: TrainConfig, family: Optional[str], *, cuda: bool = True) -> list[ValidationIssue]:
+    """The rules that depend on the model family. The engine runs them again once a .ckpt is loaded,
+    since validation cannot tell a pickled checkpoint's family."""
+    if family != "sdxl":
+        return []
+    found = []
+    if cfg.clip_skip != 1:
+        found.append(issue("clip_skip", WARNING, "clip_skip_ignored",
+                           f"Clip skip {cfg.clip_skip} is ignored for SDXL: SDXL always uses the penultimate "
+                           "layers of both text encoders. Set clip skip to 1 to silence this.",
+                           clip_skip=cfg.clip_skip))
+    steps = cfg.bucket_reso_steps
+    if cfg.enable_bucket and steps % 32 and not steps % 8:
+        found.append(issue("bucket_reso_steps", ERROR, "bucket_steps_not_32",
+                           f"Bucket resolution steps {steps} is not a multiple of 32, which the SDXL UNet needs "
+                           "(sd-scripts refuses it too). Use 32 or 64.", steps=steps))
+    if cuda and cfg.mixed_precision == "fp16" and not cfg.no_half_vae:
+        found.append(issue("no_half_vae", WARNING, "sdxl_vae_fp32",
+                           "The SDXL VAE produces NaN (black images) in fp16, so it runs in fp32 although "
+                           "'No half VAE' is off. Turn 'No half VAE' on to silence this.",
+                           mixed_precision=cfg.mixed_precision))
+    return found
+
+
+@rule
+def model_family(ctx: Context) -> Iterator[ValidationIssue]:
+    yield from family_issues(ctx.cfg, ctx.family, cuda=ctx.cuda)
 
 
 # ---- source model ------------------------------------------------------------------------
@@ -409,7 +460,7 @@ def what_is_trained(ctx: Context) -> Iterator[ValidationIssue]:
                     "'Train UNet only' and 'Train text encoder only' are both on, so nothing would be trained. "
                     "Turn one of them off.")
         return
-    if cfg.effective_unet_lr() == 0 and cfg.effective_text_encoder_lr() == 0:
+    if cfg.effective_unet_lr() == 0 and not trains_text_encoder(cfg, ctx.family):
         yield issue("unet_lr", ERROR, "nothing_to_train",
                     "Both the UNet and the text-encoder learning rates are 0, so nothing would be trained. "
                     "Set a learning rate above 0 for at least one of them.")
@@ -507,6 +558,28 @@ def latent_caching(ctx: Context) -> Iterator[ValidationIssue]:
 
 
 @rule
+def text_encoder_cache(ctx: Context) -> Iterator[ValidationIssue]:
+    cfg = ctx.cfg
+    if not (cfg.cache_text_encoder_outputs or cfg.cache_text_encoder_outputs_to_disk):
+        return
+    field = "cache_text_encoder_outputs"
+    if trains_text_encoder(cfg, ctx.family):
+        yield issue(field, ERROR, "te_cache_with_te_training",
+                    "Text-encoder outputs cannot be cached while the text encoder is trained: its outputs "
+                    "change every step. Turn on 'Train UNet only' (or set the text-encoder learning rate to 0), "
+                    "or turn caching off.")
+    changes = [label for on, label in ((cfg.shuffle_caption, "shuffle caption"),
+                                       (cfg.caption_dropout_rate > 0, "caption dropout"),
+                                       (cfg.caption_dropout_every_n_epochs > 0, "dropout caption every n epochs"))
+               if on]
+    if changes:
+        yield issue(field, ERROR, "te_cache_caption_changes",
+                    f"Text-encoder outputs cannot be cached with {' and '.join(changes)}: the captions change "
+                    "during training, so each image's outputs are not fixed. Turn those off, or turn caching off.",
+                    settings=changes)
+
+
+@rule
 def timesteps(ctx: Context) -> Iterator[ValidationIssue]:
     cfg = ctx.cfg
     if cfg.max_timestep <= cfg.min_timestep:
@@ -536,7 +609,7 @@ def resolution_and_buckets(ctx: Context) -> Iterator[ValidationIssue]:
         yield issue("bucket_reso_steps", ERROR, "bucket_steps_not_multiple_of_8",
                     f"Bucket resolution steps {steps} is not a multiple of 8, but the VAE needs sides that are. "
                     "Use 64 (or 32, 16, 8).", steps=steps)
-    elif steps % 64:
+    elif steps % 64 and ctx.family != "sdxl":  # SDXL: multiples of 32 (see family_issues)
         yield issue("bucket_reso_steps", WARNING, "bucket_steps_not_64",
                     f"Bucket resolution steps {steps} is not a multiple of 64. SD 1.x/2.x work best with sides that "
                     "are multiples of 64 (sd-scripts requires it); 64 is the usual value.", steps=steps)

@@ -1,4 +1,4 @@
-"""Model families (SD1.x, SD2.x; SDXL next): detection, loading, conditioning, LoRA naming, sampling.
+"""Model families (SD1.x, SD2.x, SDXL): detection, loading, conditioning, LoRA naming, sampling.
 
 Importing this package does not import torch (the web process uses `detect`); the loaders are
 imported when a model is loaded.
@@ -28,10 +28,11 @@ __all__ = ["ModelInfo", "ModelPathError", "detect_model", "resolve_model_info", 
 def get_family(info: ModelInfo) -> "ModelFamily":
     """The ModelFamily for a detected model."""
     from trainer.families.sd import SD1Family, SD2Family
+    from trainer.families.sdxl import SDXLFamily
 
-    families = {"sd1": SD1Family, "sd2": SD2Family}
+    families = {"sd1": SD1Family, "sd2": SD2Family, "sdxl": SDXLFamily}
     if info.family not in families:
-        raise ModelPathError(f"Unsupported model family {info.family!r}.", "Choose an SD 1.x or SD 2.x model.")
+        raise ModelPathError(f"Unsupported model family {info.family!r}.", "Choose an SD 1.x, SD 2.x or SDXL model.")
     return families[info.family](info)
 
 

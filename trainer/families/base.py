@@ -1,6 +1,6 @@
 """What the training loop, the LoRA network and sampling need from a model family.
 
-A family (SD1/SD2 here, SDXL next) is a `ModelFamily` subclass. The loop only calls these methods,
+A family (SD1/SD2 in sd.py, SDXL in sdxl.py) is a `ModelFamily` subclass. The loop only calls these methods,
 so a family with two text encoders or extra UNet conditioning (SDXL's size/crop embeddings, read
 from the `batch` dict in `predict`) plugs in without changes elsewhere.
 """
@@ -77,6 +77,10 @@ class ModelFamily:
         """The base-model part of `modelspec.architecture` (the writer appends "/lora")."""
         raise NotImplementedError
 
+    def modelspec_implementation(self, info: ModelInfo) -> str:
+        """`modelspec.implementation` of the LoRA metadata: the code base the key names follow."""
+        return "diffusers"
+
     # ---- loading ---------------------------------------------------------------------------
     def load(self, cfg: "TrainConfig", info: ModelInfo) -> Components:
         """Load the components: fp32, on the CPU, frozen (requires_grad False)."""
@@ -108,6 +112,13 @@ class ModelFamily:
         if self.prediction_type(comp) == "v_prediction":
             return scheduler.get_velocity(latents, noise, timesteps)
         return noise
+
+    def vae_dtype(self, weight_dtype: "torch.dtype", *, no_half_vae: bool) -> tuple["torch.dtype", str]:
+        """The VAE's dtype under mixed precision `weight_dtype`, and a note for the log when the family
+        overrides the setting ("" otherwise). fp32 with no_half_vae, else the mixed-precision dtype."""
+        import torch
+
+        return (torch.float32 if no_half_vae else weight_dtype), ""
 
     def enable_gradient_checkpointing(self, comp: Components, *, text_encoder: bool = True) -> None:
         raise NotImplementedError

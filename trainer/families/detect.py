@@ -6,7 +6,8 @@ The web process calls `detect_model` to show the family next to the model path; 
 Sources, in order of trust:
 - diffusers folder: model_index.json, text_encoder/unet configs, scheduler prediction_type;
 - single .safetensors file: key prefixes of the header (SD2 `cond_stage_model.model.`, SD1
-  `cond_stage_model.transformer.`, SDXL `conditioner.`), for v-prediction an explicit `v_pred` key,
+  `cond_stage_model.transformer.`, SDXL `conditioner.embedders.0.transformer.` +
+  `conditioner.embedders.1.model.`), for v-prediction an explicit `v_pred` key,
   the component configs this app embeds when it writes a checkpoint, else ComfyUI's norm-bias heuristic;
 - .ckpt (pickle): needs torch to read, so detection is left to the loader (`detect_from_state_dict`).
 """
@@ -21,13 +22,15 @@ from typing import Any, Callable, Iterable, Optional
 
 from trainer.errors import TrainingError
 
-FAMILIES = ("sd1", "sd2")
+FAMILIES = ("sd1", "sd2", "sdxl")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 UNET_PREFIX = "model.diffusion_model."
 SD1_TE_PREFIX = "cond_stage_model.transformer."
 SD2_TE_PREFIX = "cond_stage_model.model."
 SDXL_PREFIX = "conditioner."
+SDXL_TE1_PREFIX = "conditioner.embedders.0.transformer."  # CLIP ViT-L (transformers layout)
+SDXL_TE2_PREFIX = "conditioner.embedders.1.model."  # OpenCLIP ViT-bigG
 V_PRED_KEY = "v_pred"  # ComfyUI marks v-prediction checkpoints with this (empty) tensor
 # Safetensors metadata key under which `save_single_file` stores the diffusers component configs.
 EMBEDDED_CONFIG_KEY = "lora_gui.diffusers_configs"
@@ -35,7 +38,8 @@ EMBEDDED_CONFIG_KEY = "lora_gui.diffusers_configs"
 V_PRED_NORM_BIAS_STD = 0.09
 _V_PRED_NORM_BIAS = re.compile(r"^model\.diffusion_model\.output_blocks\.(\d+)\.1\.transformer_blocks\.0\.norm1\.bias$")
 
-SDXL_MESSAGE = "SDXL models are not supported yet (this version trains SD 1.x and SD 2.x LoRAs)."
+REFINER_MESSAGE = "SDXL refiner models are not supported (LoRAs are trained on an SDXL base model)."
+REFINER_HINT = "Choose an SDXL base model (two text encoders), e.g. sd_xl_base_1.0.safetensors."
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -54,7 +58,7 @@ class ModelInfo:
     v_parameterization is None when nothing in the files says which target the model was trained for.
     """
 
-    family: Optional[str]
+    family: Optional[str]  # "sd1" | "sd2" | "sdxl"
     v2: bool
     v_parameterization: Optional[bool]
     kind: str  # "diffusers" | "single_file" | "hub"
@@ -115,6 +119,8 @@ def merge_user_flags(info: ModelInfo, cfg: Any) -> ModelInfo:
         notes.append("'SD 2.x (v2)' is set, but the weights are SD 1.x; loading as SD 1.x.")
     elif not cfg.v2 and family == "sd2":
         notes.append("The weights are SD 2.x; v2 turned on automatically.")
+    elif cfg.v2 and family == "sdxl":
+        notes.append("'SD 2.x (v2)' is set, but the weights are SDXL; loading as SDXL.")
 
     v_param = info.v_parameterization
     if cfg.v_parameterization:
@@ -138,19 +144,26 @@ def detect_from_keys(keys: Iterable[str], get_tensor: Callable[[str], Any], conf
     """
     keys = set(keys)
     notes: list[str] = []
-    if any(k.startswith(SDXL_PREFIX) for k in keys):
-        raise ModelPathError(SDXL_MESSAGE, "Choose an SD 1.x or SD 2.x checkpoint.")
     if not any(k.startswith(UNET_PREFIX) for k in keys):
         hint = ("This looks like a LoRA file, not a base model." if any(k.startswith("lora_") for k in keys)
                 else "Choose a full Stable Diffusion checkpoint (UNet, VAE and text encoder in one file).")
         raise ModelPathError(f"{Path(path).name or 'The checkpoint'} has no Stable Diffusion UNet weights.", hint)
-    if any(k.startswith(SD2_TE_PREFIX) for k in keys):
+    if any(k.startswith(SDXL_PREFIX) for k in keys):
+        family = "sdxl"
+        has_te1 = any(k.startswith(SDXL_TE1_PREFIX) for k in keys)
+        has_te2 = any(k.startswith(SDXL_TE2_PREFIX) for k in keys)
+        if not has_te1 and any(k.startswith("conditioner.embedders.0.model.") for k in keys):
+            raise ModelPathError(REFINER_MESSAGE, REFINER_HINT)
+        if not (has_te1 and has_te2):
+            raise ModelPathError(f"{Path(path).name or 'The checkpoint'} lacks one of the two SDXL text encoders.",
+                                 "Choose a complete SDXL base checkpoint.")
+    elif any(k.startswith(SD2_TE_PREFIX) for k in keys):
         family = "sd2"
     elif any(k.startswith(SD1_TE_PREFIX) for k in keys):
         family = "sd1"
     else:
         raise ModelPathError(f"{Path(path).name or 'The checkpoint'} has no text encoder weights.",
-                             "Choose a full Stable Diffusion 1.x or 2.x checkpoint.")
+                             "Choose a full Stable Diffusion 1.x, 2.x or SDXL checkpoint.")
 
     if V_PRED_KEY in keys:
         v_param: Optional[bool] = True
@@ -239,12 +252,14 @@ def _detect_folder(folder: Path, *, kind: str) -> ModelInfo:
         raise ModelPathError(f"{folder} is not a diffusers model folder (no model_index.json).", hint)
     index = _read_json(index_path)
     class_name = str(index.get("_class_name", ""))
-    if "XL" in class_name or "text_encoder_2" in index:
-        raise ModelPathError(SDXL_MESSAGE, "Choose an SD 1.x or SD 2.x model.")
-    if class_name and not class_name.startswith("StableDiffusion"):
-        raise ModelPathError(f"{folder.name} is a {class_name}, not a Stable Diffusion 1.x/2.x model.")
-
     notes: list[str] = []
+    if "XL" in class_name or "text_encoder_2" in index:
+        if not _component_present(index, "text_encoder"):
+            raise ModelPathError(REFINER_MESSAGE, REFINER_HINT)
+        return ModelInfo("sdxl", False, _folder_v_param(folder, notes), kind, str(folder), notes)
+    if class_name and not class_name.startswith("StableDiffusion"):
+        raise ModelPathError(f"{folder.name} is a {class_name}, not a Stable Diffusion 1.x/2.x/XL model.")
+
     te = _read_json(folder / "text_encoder" / "config.json", required=False)
     unet = _read_json(folder / "unet" / "config.json", required=False)
     if te.get("hidden_act") in ("gelu", "quick_gelu"):
@@ -258,11 +273,21 @@ def _detect_folder(folder: Path, *, kind: str) -> ModelInfo:
         raise ModelPathError(f"Cannot tell whether {folder.name} is SD 1.x or SD 2.x.",
                              "Its text_encoder/config.json and unet/config.json are missing or unusual.")
 
+    return ModelInfo(family, family == "sd2", _folder_v_param(folder, notes), kind, str(folder), notes)
+
+
+def _folder_v_param(folder: Path, notes: list[str]) -> Optional[bool]:
     scheduler = _read_json(folder / "scheduler" / "scheduler_config.json", required=False)
     v_param: Optional[bool] = scheduler.get("prediction_type") == "v_prediction" if scheduler else None
     if v_param is None:
         notes.append("No scheduler config: the prediction type (epsilon / v) is taken from the settings.")
-    return ModelInfo(family, family == "sd2", v_param, kind, str(folder), notes)
+    return v_param
+
+
+def _component_present(index: dict, name: str) -> bool:
+    """model_index.json lists a component as [library, class]; absent or [null, null] means none."""
+    entry = index.get(name)
+    return isinstance(entry, list) and len(entry) == 2 and entry[1] is not None
 
 
 def _detect_hub(repo_id: str) -> ModelInfo:
@@ -293,4 +318,4 @@ def _read_json(path: Path, *, required: bool = True) -> dict:
 
 
 def _label(family: str) -> str:
-    return {"sd1": "SD 1.x", "sd2": "SD 2.x"}.get(family, family)
+    return {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}.get(family, family)

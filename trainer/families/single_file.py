@@ -1,17 +1,20 @@
-"""Single-file (original LDM layout) Stable Diffusion checkpoints: writing and offline loading.
+"""Single-file (original LDM / SGM layout) Stable Diffusion checkpoints: writing and offline loading.
 
 Loading goes through diffusers' own single-file converters (`from_single_file`) with `config=` pointing
-at a local folder of component configs, so nothing is fetched from the hub: the bundled SD1.5/SD2.1
+at a local folder of component configs, so nothing is fetched from the hub: the bundled SD1.5/SD2.1/SDXL
 configs in `configs/`, or the configs this module embeds in files it writes (the tiny test models have
 non-standard sizes that cannot be inferred from weight shapes alone, e.g. the number of heads).
 
 diffusers can read this layout but has no writer for it, so `save_single_file` maps diffusers keys
-back to the original names itself.
+back to the original names itself. SDXL files use Stability AI's SGM layout: the UNet and VAE keys
+are the LDM ones, the text encoders sit under `conditioner.embedders.0.transformer.` (CLIP-L, the
+transformers layout) and `conditioner.embedders.1.model.` (OpenCLIP bigG: fused q/k/v, text_projection).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -24,6 +27,8 @@ from trainer.families.detect import (
     EMBEDDED_CONFIG_KEY,
     SD1_TE_PREFIX,
     SD2_TE_PREFIX,
+    SDXL_TE1_PREFIX,
+    SDXL_TE2_PREFIX,
     UNET_PREFIX,
     V_PRED_KEY,
     ModelPathError,
@@ -56,7 +61,9 @@ _OPEN_CLIP_RENAMES = {  # within a transformer layer: diffusers/transformers CLI
 
 
 def bundled_config_dir(family: str) -> Path:
-    """The shipped diffusers config folder of a family: configs/sd15 (SD1.x) or configs/sd21 (SD2.x)."""
+    """The shipped diffusers config folder of a family: configs/sd15 (SD1.x), configs/sd21 (SD2.x), configs/sdxl."""
+    if family == "sdxl":
+        return CONFIGS_DIR / "sdxl"
     return CONFIGS_DIR / ("sd21" if family.startswith("sd2") else "sd15")
 
 
@@ -64,9 +71,10 @@ def bundled_config_dir(family: str) -> Path:
 def save_single_file(pipe: Any, path: str | Path, family: str) -> Path:
     """Write `pipe`'s UNet, VAE and text encoder as one original-layout checkpoint.
 
-    `family` is "sd1", "sd2" or "sd2-v" (a ModelInfo-style "sd2" plus the scheduler's prediction type
-    also works). `.safetensors` stores the component configs in the metadata; `.ckpt` (torch.save)
-    stores them beside "state_dict". v-prediction models get ComfyUI's `v_pred` marker key.
+    `family` is "sd1", "sd2", "sd2-v" or "sdxl" (a ModelInfo-style "sd2" plus the scheduler's prediction
+    type also works); an SDXL pipeline's second text encoder is written too. `.safetensors` stores the
+    component configs in the metadata; `.ckpt` (torch.save) stores them beside "state_dict".
+    v-prediction models get ComfyUI's `v_pred` marker key.
     """
     path = Path(path)
     scheduler = getattr(pipe, "scheduler", None)
@@ -75,7 +83,10 @@ def save_single_file(pipe: Any, path: str | Path, family: str) -> Path:
         scheduler_config["prediction_type"] = "v_prediction"
     v_pred = scheduler_config.get("prediction_type") == "v_prediction"
 
-    tensors = to_ldm_state_dict(pipe.unet, pipe.vae, pipe.text_encoder, family)
+    if family == "sdxl":
+        tensors = to_sgm_state_dict(pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2)
+    else:
+        tensors = to_ldm_state_dict(pipe.unet, pipe.vae, pipe.text_encoder, family)
     if v_pred:
         tensors[V_PRED_KEY] = torch.tensor([])
     configs = {
@@ -84,6 +95,8 @@ def save_single_file(pipe: Any, path: str | Path, family: str) -> Path:
         "text_encoder": pipe.text_encoder.config.to_dict(),
         "scheduler": scheduler_config,
     }
+    if family == "sdxl":
+        configs["text_encoder_2"] = pipe.text_encoder_2.config.to_dict()
     configs_json = json.dumps(configs, default=_json_default)
 
     if path.suffix.lower() == ".safetensors":
@@ -111,6 +124,22 @@ def to_ldm_state_dict(unet: Any, vae: Any, text_encoder: Any, family: str) -> di
     return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}  # safetensors needs contiguous
 
 
+def to_sgm_state_dict(unet: Any, vae: Any, text_encoder: Any, text_encoder_2: Any) -> dict[str, torch.Tensor]:
+    """The full SGM-layout state dict of an SDXL model (UNet, VAE, CLIP-L, OpenCLIP bigG)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in unet_to_ldm(unet.state_dict(), unet.config).items():
+        out[UNET_PREFIX + key] = value
+    for key, value in vae_to_ldm(vae.state_dict(), vae.config).items():
+        out[VAE_PREFIX + key] = value
+    for key, value in clip_to_ldm(text_encoder.state_dict()).items():
+        out[SDXL_TE1_PREFIX + "text_model." + key] = value
+    for key, value in open_clip_to_ldm(text_encoder_2.state_dict()).items():
+        out[SDXL_TE2_PREFIX + key] = value
+    # OpenCLIP's temperature; transformers has no place for it. SGM checkpoints carry CLIP's ln(100).
+    out[SDXL_TE2_PREFIX + "logit_scale"] = torch.tensor(math.log(100.0))
+    return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
+
+
 def unet_to_ldm(state_dict: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
     """UNet2DConditionModel keys -> LDM `input_blocks/middle_block/output_blocks` keys (no prefix)."""
     prefixes = _unet_prefix_map(config)
@@ -128,6 +157,23 @@ def unet_to_ldm(state_dict: dict[str, torch.Tensor], config: Any) -> dict[str, t
     return out
 
 
+def ldm_module_path(module_path: str, config: Any) -> str:
+    """The original-layout (LDM/SGM) path of a UNet2DConditionModel submodule.
+
+    'down_blocks.1.attentions.0.proj_in' -> 'input_blocks.4.1.proj_in' (SDXL numbering),
+    'down_blocks.0.resnets.0.conv1' -> 'input_blocks.1.0.in_layers.2', 'down_blocks.0.downsamplers.0.conv'
+    -> 'input_blocks.3.0.op', 'up_blocks.0.upsamplers.0.conv' -> 'output_blocks.2.2.conv'.
+    """
+    key = module_path + "."
+    for diffusers_prefix, ldm_prefix, is_resnet in _unet_prefix_map(config):
+        if key.startswith(diffusers_prefix):
+            rest = key[len(diffusers_prefix):]
+            if is_resnet:
+                rest = _rename_first(rest, _RESNET_RENAMES)
+            return (ldm_prefix + rest).rstrip(".")
+    raise ValueError(f"No original-layout name for UNet module {module_path}")
+
+
 def _unet_prefix_map(config: Any) -> list[tuple[str, str, bool]]:
     """(diffusers prefix, LDM prefix, is a resnet) for every block of an SD1/SD2-style UNet.
 
@@ -140,6 +186,8 @@ def _unet_prefix_map(config: Any) -> list[tuple[str, str, bool]]:
     pairs = [
         ("time_embedding.linear_1.", "time_embed.0.", False),
         ("time_embedding.linear_2.", "time_embed.2.", False),
+        ("add_embedding.linear_1.", "label_emb.0.0.", False),  # SDXL size/crop + pooled text embedding
+        ("add_embedding.linear_2.", "label_emb.0.2.", False),
         ("conv_in.", "input_blocks.0.0.", False),
         ("conv_norm_out.", "out.0.", False),
         ("conv_out.", "out.2.", False),
@@ -202,13 +250,16 @@ def clip_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def open_clip_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers CLIPTextModel keys -> OpenCLIP keys (the part after `cond_stage_model.model.`).
+    """transformers CLIPTextModel(WithProjection) keys -> OpenCLIP keys (after `cond_stage_model.model.`
+    for SD2, `conditioner.embedders.1.model.` for SDXL).
 
     q/k/v are fused into `in_proj_weight/bias`. diffusers' SD2 text encoder stops at the penultimate
-    OpenCLIP layer, so only the layers present are written; `text_projection` (unused by SD2, but
-    expected by OpenCLIP loaders) is written as the identity.
+    OpenCLIP layer, so only the layers present are written. OpenCLIP multiplies by `text_projection`
+    from the right, so it is the transpose of the Linear weight of a CLIPTextModelWithProjection (SDXL);
+    without one (SD2, which does not use it, but OpenCLIP loaders expect it) the identity is written.
     """
     state_dict = {k.removeprefix("text_model."): v for k, v in state_dict.items() if not k.endswith("position_ids")}
+    projection = state_dict.pop("text_projection.weight", None)
     out: dict[str, torch.Tensor] = {
         "token_embedding.weight": state_dict.pop("embeddings.token_embedding.weight"),
         "positional_embedding": state_dict.pop("embeddings.position_embedding.weight"),
@@ -226,7 +277,10 @@ def open_clip_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
             out[dst + _rename_first(key[len(src):], _OPEN_CLIP_RENAMES)] = state_dict.pop(key)
     if state_dict:
         raise ValueError(f"No OpenCLIP name for text encoder weights {sorted(state_dict)[:5]}")
-    out["text_projection"] = torch.eye(hidden, dtype=out["ln_final.weight"].dtype)
+    if projection is not None:
+        out["text_projection"] = projection.T.contiguous()
+    else:
+        out["text_projection"] = torch.eye(hidden, dtype=out["ln_final.weight"].dtype)
     return out
 
 
@@ -317,6 +371,33 @@ def load_single_file_components(state_dict: dict[str, torch.Tensor], configs: Op
     for part, model in (("UNet", unet), ("VAE", vae), ("text encoder", text_encoder)):
         _check_loaded(model, f"{name} ({part})")
     return unet, vae, text_encoder
+
+
+def load_sdxl_single_file_components(state_dict: dict[str, torch.Tensor], configs: Optional[dict], *,
+                                     name: str = "checkpoint"):
+    """fp32 (unet, vae, text_encoder, text_encoder_2) from an SGM-layout SDXL state dict (see above)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    with config_folder(configs, "sdxl") as folder:
+        common = dict(config=folder, local_files_only=True)
+        try:
+            unet = UNet2DConditionModel.from_single_file(state_dict, subfolder="unet", **common)
+            vae = AutoencoderKL.from_single_file(state_dict, subfolder="vae", **common)
+            # diffusers picks the converter from the key names and tells the two encoders apart by width.
+            text_encoder = create_diffusers_clip_model_from_ldm(
+                CLIPTextModel, state_dict, subfolder="text_encoder", **common)
+            text_encoder_2 = create_diffusers_clip_model_from_ldm(
+                CLIPTextModelWithProjection, state_dict, subfolder="text_encoder_2", **common)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ModelPathError(
+                f"{name} does not match the SDXL architecture: {exc}",
+                "Check that the file is a complete SDXL base checkpoint (not a LoRA, VAE or refiner).") from exc
+    parts = (("UNet", unet), ("VAE", vae), ("text encoder 1", text_encoder), ("text encoder 2", text_encoder_2))
+    for part, model in parts:
+        _check_loaded(model, f"{name} ({part})")
+    return unet, vae, text_encoder, text_encoder_2
 
 
 def load_vae(path: str | Path, base_config: Any):

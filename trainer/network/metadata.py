@@ -43,8 +43,9 @@ class RunInfo:
     reg_dataset_dirs: dict[str, dict[str, int]] = field(default_factory=dict)
     tag_frequency: dict[str, dict[str, int]] = field(default_factory=dict)  # {dir: {tag: count}}
     bucket_info: Optional[dict] = None  # {"buckets": {i: {"resolution": (w, h), "count": n}}, "mean_img_ar_error": x}
-    base_model_version: str = ""  # "sd_v1" | "sd_v2" | "sd_v2_v"; derived from v2/v_parameterization if empty
+    base_model_version: str = ""  # "sd_v1" | "sd_v2" | "sd_v2_v" | "sdxl_base_v1-0"; from v2/v_param if empty
     modelspec_architecture: str = ""  # the base model's ("stable-diffusion-v1"; "/lora" is added); derived if empty
+    modelspec_implementation: str = ""  # "diffusers" if empty; SDXL: the generative-models URL (sd-scripts' value)
     optimizer: str = ""  # e.g. "torch.optim.adamw.AdamW(weight_decay=0.01)"; from the config if empty
     lr_warmup_steps: Optional[int] = None  # resolved step count; the config value if None
     total_batch_size: Optional[int] = None  # batch size x gradient accumulation if None
@@ -187,7 +188,7 @@ def build_training_metadata(cfg: TrainConfig, info: RunInfo) -> dict[str, str]:
         "modelspec.sai_model_spec": SAI_MODEL_SPEC_VERSION,
         "modelspec.architecture": lora_architecture(info.modelspec_architecture
                                                     or modelspec_architecture(v2, v_param)),
-        "modelspec.implementation": "diffusers",
+        "modelspec.implementation": info.modelspec_implementation or "diffusers",
         "modelspec.title": cfg.metadata_title or cfg.output_name,
         "modelspec.author": cfg.metadata_author or None,
         "modelspec.description": cfg.metadata_description or None,

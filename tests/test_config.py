@@ -75,7 +75,8 @@ def test_kohya_gui_config_is_mapped_and_unmapped_listed():
     assert cfg.effective_text_encoder_lr() == 0.0
     assert any(u.startswith("wandb_api_key") for u in unmapped)
     assert any(u.startswith("LyCORIS_preset") for u in unmapped)
-    assert not any(u.startswith("sdxl") for u in unmapped)  # False carries no meaning
+    assert not any(u.startswith("sdxl") for u in unmapped)  # the family comes from the weights
+    assert not any(u.startswith("sdxl") for u in import_kohya_config({"sdxl": True})[1])
 
 
 def test_kohya_unsupported_values_are_listed():

@@ -13,9 +13,10 @@ from typing import Any, Optional
 
 from trainer.config import ConfigError, TrainConfig, coerce_value
 
-# GUI-only keys whose meaning is folded into other fields below.
+# GUI-only keys whose meaning is folded into other fields below. The model-type checkboxes
+# (sdxl, ...) carry no setting of ours: the family is detected from the weights.
 _CONSUMED = {"epoch", "max_resolution", "optimizer", "LoRA_type", "lr_warmup", "use_8bit_adam",
-             "xformers", "sdpa", "max_train_epochs", "max_train_steps", "lr_warmup_steps"}
+             "xformers", "sdpa", "max_train_epochs", "max_train_steps", "lr_warmup_steps", "sdxl"}
 
 
 def _meaningful(value: Any) -> bool:

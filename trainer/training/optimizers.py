@@ -108,8 +108,10 @@ def build_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float, ar
         raise TrainingError("unknown_optimizer", f"unknown optimizer {name!r}", field="optimizer_type",
                             hint="Pick one of: " + ", ".join(OPTIMIZER_FACTORIES))
     if not param_groups:
-        raise TrainingError("nothing_to_train", "no LoRA parameters to train: both learning rates are 0",
-                            field="unet_lr", hint="Give the UNet or the text encoder a learning rate above 0.")
+        raise TrainingError("nothing_to_train", "no LoRA parameters to train: the UNet and the text encoder(s) "
+                            "are all switched off or at learning rate 0", field="unet_lr",
+                            hint="Give the UNet or a text encoder a learning rate above 0 (and, for SDXL, "
+                            "keep at least one text-encoder switch on if only the text encoder is trained).")
     kwargs = parse_optimizer_args(args_text)
     try:
         return OPTIMIZER_FACTORIES[name](param_groups, lr=lr, **kwargs)

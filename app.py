@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from lora_gui import presets
     from lora_gui.demo import demo_ready, ensure_demo
     from lora_gui.jobs import JobManager
-    from lora_gui.ui import CSS_PATH, build_app
+    from lora_gui.ui import CSS_PATH, JS_PATH, build_app
     from trainer.config import TrainConfig
 
     if not args.no_demo and not demo_ready():
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"LoRA GUI: {url}  (press Ctrl+C here to quit)", file=sys.stderr, flush=True)
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, inbrowser=args.inbrowser, share=False, show_error=True,
-        quiet=True, css=CSS_PATH.read_text(encoding="utf-8"), footer_links=[],
+        quiet=True, css=CSS_PATH.read_text(encoding="utf-8"), js=JS_PATH.read_text(encoding="utf-8"), footer_links=[],
         allowed_paths=[str(APP_DIR / "demo")], theme=_theme())
     return 0
 

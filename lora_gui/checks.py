@@ -103,12 +103,15 @@ def render_overview(check: FormCheck, lang: str) -> str:
     head = i18n.t("issues.summary", lang, errors=errors, warnings=warnings)
     items = []
     for issue in sorted(check.issues, key=lambda i: i.level != "error"):
-        where = ""
+        where, target = "", ""
         if issue.field in SPEC:
-            where = (f'<span class="lg-where">{esc(i18n.t("tab." + SPEC[issue.field].tab, lang))} › '
-                     f'{esc(i18n.field_label(issue.field, lang))}</span> ')
+            tab = SPEC[issue.field].tab
+            # page.js: clicking the tab › field link shows that tab and scrolls to the field
+            where = (f'<a class="lg-where" href="#field-{esc(issue.field)}" title="{esc(i18n.t("issues.go_to", lang))}">'
+                     f'{esc(i18n.t("tab." + tab, lang))} › {esc(i18n.field_label(issue.field, lang))}</a> ')
+            target = f' data-field="{esc(issue.field)}" data-tab="{esc(tab)}"'
         icon = "✖" if issue.level == "error" else "⚠"
-        items.append(f'<li class="lg-ov-{issue.level}" data-code="{esc(issue.code)}">{icon} {where}'
+        items.append(f'<li class="lg-ov-{issue.level}" data-code="{esc(issue.code)}"{target}>{icon} {where}'
                      f'{esc(issue.text)}</li>')
     cls = "has-errors" if errors else "warnings-only"
     return f'<div class="lg-overview {cls}"><div class="lg-overview-head">{esc(head)}</div><ul>{"".join(items)}</ul></div>'

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import gradio as gr
 
 from lora_gui import i18n
-from trainer.config import ConfigError, FieldError, TrainConfig, iter_field_meta
+from trainer.config import ConfigError, FieldError, TrainConfig, field_type, iter_field_meta
 
 
 @dataclass(frozen=True)
@@ -36,16 +36,8 @@ class FieldSpec:
         return self.widget in ("path", "textarea")
 
 
-def _annotation(f: dataclasses.Field) -> tuple[type, bool]:
-    ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    optional = ann.startswith("Optional[")
-    if optional:
-        ann = ann[len("Optional["):-1]
-    return {"str": str, "int": int, "float": float, "bool": bool}[ann], optional
-
-
 def _spec(f: dataclasses.Field, meta: dict[str, Any]) -> FieldSpec:
-    kind, optional = _annotation(f)
+    kind, optional = field_type(f)
     return FieldSpec(name=f.name, kind=kind, optional=optional, default=f.default, tab=meta["tab"],
                      section=meta.get("section") or "basic", choices=meta.get("choices"),
                      minimum=meta.get("min"), maximum=meta.get("max"), step=meta.get("step"),
@@ -107,8 +99,13 @@ def values_to_dict(values: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
 
 
 def build_config(values: list[Any] | tuple[Any, ...]) -> tuple[Optional[TrainConfig], list[FieldError]]:
-    """The config the form describes, or the per-field reasons it is not one."""
-    data = values_to_dict(values)
+    """The config the form describes, or the per-field reasons it is not one.
+
+    Fields hidden for the model's family count with their defaults (lora_gui.family.effective).
+    """
+    from lora_gui.family import effective
+
+    data = effective(values_to_dict(values))
     try:
         return TrainConfig.from_dict(data), []
     except ConfigError as exc:

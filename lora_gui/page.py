@@ -12,6 +12,7 @@ from typing import Any, Callable, Union
 import gradio as gr
 
 from lora_gui import i18n
+from lora_gui.family import field_shown
 from lora_gui.form import FIELDS, FieldSpec, elem_id, make_component, relabel
 
 TextSource = Union[str, Callable[[str], Any]]  # a catalog key, or lang -> value
@@ -26,6 +27,9 @@ class Page:
     texts: list[tuple[Any, dict[str, TextSource]]] = field(default_factory=list)
     parts: dict[str, Any] = field(default_factory=dict)  # named widgets other modules wire up
     extras: dict[str, Callable[[], None]] = field(default_factory=dict)  # field -> builds widgets under it
+    cells: dict[str, gr.Column] = field(default_factory=dict)  # field -> its grid cell (hidden with the field)
+    sections: dict[str, tuple] = field(default_factory=dict)  # "tab.section" -> (accordion, tab, section, fields)
+    family: str = ""  # the initial model's family ("" = unknown): decides which fields are shown
 
     # ---- parameter fields ------------------------------------------------------------------
     def field_component(self, spec: FieldSpec) -> gr.components.Component:
@@ -33,13 +37,15 @@ class Page:
         if spec.name in self.fields:
             raise ValueError(f"field {spec.name} is placed twice")
         classes = ["lg-cell", f"lg-kind-{spec.kind.__name__}"] + (["lg-wide"] if spec.wide else [])
-        with gr.Column(min_width=0, elem_classes=classes):
+        with gr.Column(min_width=0, elem_classes=classes, elem_id=f"cell-{spec.name}",
+                       visible=field_shown(spec.name, self.family)) as cell:
             comp = make_component(spec, self.values.get(spec.name, spec.default), self.lang)
             slot = gr.HTML("", visible=False, elem_classes=["lg-slot"], elem_id=elem_id(spec.name) + "-issues")
             if spec.name in self.extras:
                 self.extras[spec.name]()
         self.fields[spec.name] = comp
         self.slots[spec.name] = slot
+        self.cells[spec.name] = cell
         return comp
 
     def field_grid(self, specs: list[FieldSpec]) -> None:

@@ -222,7 +222,8 @@ def render_status(state: ViewState, lang: str, notice: str = "") -> str:
         parts.append(render_errors(state, lang))
     elif state.warnings and state.active:
         last = state.warnings[-1]
-        parts.append(f'<div class="lg-status-warning">⚠ {esc(last.get("message", ""))}</div>')
+        message, _hint = i18n.engine_event_text(last, lang)
+        parts.append(f'<div class="lg-status-warning" data-code="{esc(last.get("code") or "")}">⚠ {esc(message)}</div>')
     if notice:
         parts.append(f'<div class="lg-status-notice">{notice}</div>')
     return f'<div class="lg-status lg-status-{esc(status)}" data-status="{esc(status)}">{"".join(parts)}</div>'
@@ -235,10 +236,11 @@ def render_errors(state: ViewState, lang: str) -> str:
             message = t("status.engine_exit", lang, code=err.get("exit_code"))
             hint = t("status.engine_exit_hint", lang)
         else:
-            message, hint = i18n.engine_error_text(err.get("code", ""), err.get("message", ""), err.get("hint"), lang)
+            message, hint = i18n.engine_event_text(err, lang)
             if err.get("field"):
                 message = f'{i18n.field_label(err["field"], lang)}: {message}'
-        items.append(f'<div class="lg-error"><div class="lg-error-message">{esc(message)}</div>'
+        items.append(f'<div class="lg-error" data-code="{esc(err.get("code") or "")}">'
+                     f'<div class="lg-error-message">{esc(message)}</div>'
                      + (f'<div class="lg-error-hint">→ {esc(hint)}</div>' if hint else "") + "</div>")
     if not items:
         message = (state.done or {}).get("message") or t("status.failed", lang)

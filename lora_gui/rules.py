@@ -2,7 +2,8 @@
 
 Each rule names a field and the condition (on the current form values) under which it can be
 edited. Some fields also get a neutral value while disabled, as kohya_ss does, so a hidden
-setting can never produce an error the user cannot reach.
+setting can never produce an error the user cannot reach. Fields that exist for one model family
+only (SDXL) are hidden rather than disabled: see lora_gui.family.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any, Callable
 
 from lora_gui.sysinfo import xformers_usable
 
-Values = dict[str, Any]  # form values, plus "_family": the detected model family ("" when unknown)
+Values = dict[str, Any]  # form values, plus "_family": the model family ("" when unknown)
 
 
 def _locon(v: Values) -> bool:
@@ -22,8 +23,17 @@ def _multires(v: Values) -> bool:
     return v.get("noise_offset_type") == "Multires"
 
 
-def _sdxl_or_unknown(v: Values) -> bool:
-    return v.get("_family") in ("sdxl", "", None)
+def _trains_text_encoder(v: Values) -> bool:
+    """A text-encoder LoRA is trained: not 'UNet only', and its learning rate (blank = the learning rate) above 0."""
+    if v.get("network_train_unet_only"):
+        return False
+    rate = v.get("text_encoder_lr")
+    if rate is None or rate == "":
+        rate = v.get("learning_rate")
+    try:
+        return float(rate) > 0
+    except (TypeError, ValueError):
+        return True
 
 
 def _warmup_possible(v: Values) -> bool:
@@ -47,14 +57,16 @@ ENABLED_WHEN: dict[str, Callable[[Values], bool]] = {
     "full_fp16": lambda v: v.get("mixed_precision") == "fp16",
     "full_bf16": lambda v: v.get("mixed_precision") == "bf16",
     "persistent_data_loader_workers": lambda v: (v.get("max_data_loader_n_workers") or 0) > 0,
-    "network_train_text_encoder_1": _sdxl_or_unknown,
-    "network_train_text_encoder_2": _sdxl_or_unknown,
+    "network_train_text_encoder_1": _trains_text_encoder,
+    "network_train_text_encoder_2": _trains_text_encoder,
+    "v2": lambda v: v.get("_family") != "sdxl",
 }
 
 # Value a disabled field is set to (only where a leftover value would be an error or a surprise).
 VALUE_WHEN_DISABLED: dict[str, Any] = {
     "lr_warmup_steps": 0,
     "xformers": False,
+    "v2": False,
     "v_parameterization": False,
     "full_fp16": False,
     "full_bf16": False,

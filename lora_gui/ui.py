@@ -7,9 +7,11 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from lora_gui import engine, i18n, presets, rules
+from lora_gui import i18n, presets, rules
 from lora_gui.checks import FormCheck, check_form, render_overview, slot_updates
 from lora_gui.dataset_view import render_summary
+from lora_gui.engine import detect_model, engine_available
+from lora_gui.family import SDXL_ONLY, defaults_for_family, field_shown, model_family, quick_pick_for
 from lora_gui.form import FIELDS, config_to_values, values_to_dict
 from lora_gui.jobs import JobManager
 from lora_gui.page import Page
@@ -18,6 +20,7 @@ from lora_gui.tabs import advanced, config_bar, folders, parameters, samples, so
 from trainer.config import TABS, TrainConfig
 
 CSS_PATH = Path(__file__).resolve().parent / "style.css"
+JS_PATH = Path(__file__).resolve().parent / "page.js"  # run once when the page loads (launch(js=...))
 TAB_BUILDERS = {"source_model": source_model.build, "folders": folders.build, "parameters": parameters.build,
                 "advanced": advanced.build, "samples": samples.build}
 
@@ -26,7 +29,8 @@ def build_app(*, initial: TrainConfig, initial_preset: str, manager: JobManager,
               follow_browser: bool = True, remote_warning: str = "") -> gr.Blocks:
     """Build the Blocks. `initial` fills the form; with `follow_browser` the page switches to the
     browser's language (Accept-Language, or ?lang=ja in the address) when it opens."""
-    page = Page(lang=lang, values={s.name: getattr(initial, s.name) for s in FIELDS})
+    page = Page(lang=lang, values={s.name: getattr(initial, s.name) for s in FIELDS},
+                family=model_family(initial.pretrained_model_name_or_path))
     with gr.Blocks(title="LoRA GUI", analytics_enabled=False, fill_width=True) as demo:
         lang_box = _header(page, remote_warning)
         config_bar.build(page, initial_preset)
@@ -79,11 +83,15 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
     fields = page.ordered_fields()
     slots = page.ordered_slots()
     dependent = [page.fields[name] for name in rules.dependent_fields()]
+    family_cells = [page.cells[name] for name in SDXL_ONLY]
+    sections = list(page.sections.items())  # key -> (accordion, tab, section, field names)
+    accordions = [acc for _, (acc, *_rest) in sections]
+    sections_seen = gr.State([])  # sections that held a finding at the last check (opened once)
     free_name = page.parts["free_name"]
     dataset = page.parts["dataset"]
     overview = page.parts["overview"]
     check_outputs = slots + [overview]
-    refresh_outputs = dependent + check_outputs + [dataset, free_name]
+    refresh_outputs = dependent + family_cells + accordions + check_outputs + [dataset, free_name, sections_seen]
 
     def run_check(values: tuple, lang: str, with_summary: bool = False) -> tuple[FormCheck, list[Any]]:
         check = check_form(values, lang, with_summary=with_summary)
@@ -91,11 +99,11 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
         return check, slot_updates(check, notes) + [render_overview(check, lang)]
 
     def refresh_form(*args: Any) -> list[Any]:
-        values, lang = args[:-1], args[-1]
+        values, lang, seen = args[:-2], args[-2], args[-1]
         check, check_updates = run_check(values, lang, with_summary=True)
-        detection = engine.detect_model(str(_lenient_values(values).get("pretrained_model_name_or_path") or ""))
-        family = detection.family if detection is not None and detection.ok else ""
-        states = rules.field_states(dict(_lenient_values(values), _family=family))
+        lenient = _lenient_values(values)
+        family = model_family(str(lenient.get("pretrained_model_name_or_path") or ""))
+        states = rules.field_states(dict(lenient, _family=family))
         dep_updates = []
         for name in rules.dependent_fields():
             enabled, new_value = states[name]
@@ -103,21 +111,46 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
             if new_value is not None:
                 update["value"] = new_value
             dep_updates.append(gr.update(**update))
-        summary_html = render_summary(check.summary, lang, engine_ready=engine.engine_available())
-        return dep_updates + check_updates + [summary_html, gr.update(visible="output_exists" in check.codes())]
+        cell_updates = [gr.update(visible=field_shown(name, family)) for name in SDXL_ONLY]
+        section_updates, seen = _section_updates(sections, check, lenient, family, lang, seen or [])
+        summary_html = render_summary(check.summary, lang, engine_ready=engine_available())
+        return (dep_updates + cell_updates + section_updates + check_updates
+                + [summary_html, gr.update(visible="output_exists" in check.codes()), seen])
 
-    gr.on([c.change for c in fields], refresh_form, fields + [lang_box], refresh_outputs, trigger_mode="always_last",
-          show_progress="hidden", concurrency_limit=1, concurrency_id="form-check")
+    gr.on([c.change for c in fields], refresh_form, fields + [lang_box, sections_seen], refresh_outputs,
+          trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id="form-check")
 
-    # model path -> v2 / v-parameterization from the files
+    # model path -> v2 / v-parameterization, the quick pick, and the family's usual resolution and bucket steps
     model = page.fields["pretrained_model_name_or_path"]
+    family_state = gr.State({"family": page.family, "auto": {}, "notes": [], "note_family": ""})
+    family_note = page.parts["family_note"]
+    model_inputs = [model, page.fields["v2"], page.fields["v_parameterization"], page.fields["resolution"],
+                    page.fields["bucket_reso_steps"], family_state, lang_box]
+    model_outputs = [page.fields["v2"], page.fields["v_parameterization"], page.fields["resolution"],
+                     page.fields["bucket_reso_steps"], page.parts["quick_pick"], family_state, family_note]
 
-    def detect_flags(path: str, v2: bool, v_param: bool) -> list[Any]:
-        return list(source_model.flags_from_detection(engine.detect_model(path or ""), v2, v_param))
+    def on_model(path: str, v2: bool, v_param: bool, resolution: str, steps: Any, state: dict, lang: str) -> list[Any]:
+        path = path or ""
+        new_v2, new_v = source_model.flags_for_model(path, v2, v_param)
+        family = model_family(path)
+        state = dict(state or {})
+        last = state.get("family", "")
+        changes, auto, notes = defaults_for_family(last, family, {"resolution": resolution, "bucket_reso_steps": steps},
+                                                   state.get("auto", {}))
+        note_update: Any = gr.skip()
+        if family and family != last:  # a new known family: the note tells what (if anything) it changed
+            state.update(family=family, auto=auto, notes=notes, note_family=family)
+            html = source_model.family_note(notes, family, lang)
+            note_update = gr.update(value=html, visible=bool(html))
+        return [new_v2, new_v, changes.get("resolution", gr.skip()), changes.get("bucket_reso_steps", gr.skip()),
+                quick_pick_for(path), state, note_update]
 
-    model.change(detect_flags, [model, page.fields["v2"], page.fields["v_parameterization"]],
-                 [page.fields["v2"], page.fields["v_parameterization"]], show_progress="hidden",
-                 trigger_mode="always_last")
+    model.change(on_model, model_inputs, model_outputs, show_progress="hidden", trigger_mode="always_last")
+
+    def render_family_note(state: dict, lang: str) -> Any:
+        state = state or {}
+        html = source_model.family_note(state.get("notes", []), state.get("note_family", ""), lang)
+        return gr.update(value=html, visible=bool(html))
 
     source_model.wire(page)
     folders.wire(page, lang_box)
@@ -132,19 +165,52 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
         return Page.field_label_updates(lang) + Page.text_updates(text_items, lang) + [{}]
 
     lang_box.change(switch_language, [lang_box], fields + [c for c, _ in text_items] + [page.parts["seen"]],
-                    show_progress="hidden").then(refresh_form, fields + [lang_box], refresh_outputs,
-                                                 show_progress="hidden")
+                    show_progress="hidden").then(
+        refresh_form, fields + [lang_box, sections_seen], refresh_outputs, show_progress="hidden").then(
+        render_family_note, [family_state, lang_box], [family_note], show_progress="hidden")
 
     preset_box = page.parts["preset_dropdown"]
 
     def on_load(request: gr.Request) -> list[Any]:
         lang = _request_language(request, page.lang if not follow_browser else None)
         running = manager.current_config()
-        values = config_to_values(running) if running is not None else [gr.skip()] * len(FIELDS)
-        return [lang, gr.update(choices=presets.list_presets())] + values
+        if running is None:
+            return [lang, gr.update(choices=presets.list_presets()), gr.skip()] + [gr.skip()] * len(FIELDS)
+        # the form shows the running job's settings; its family is the known one (no defaults change)
+        state = {"family": model_family(running.pretrained_model_name_or_path), "auto": {}, "notes": [],
+                 "note_family": ""}
+        return [lang, gr.update(choices=presets.list_presets()), state] + config_to_values(running)
 
-    demo.load(on_load, None, [lang_box, preset_box] + fields, show_progress="hidden").then(
-        refresh_form, fields + [lang_box], refresh_outputs, show_progress="hidden")
+    demo.load(on_load, None, [lang_box, preset_box, family_state] + fields, show_progress="hidden").then(
+        refresh_form, fields + [lang_box, sections_seen], refresh_outputs, show_progress="hidden")
+
+
+def _section_updates(sections: list, check: FormCheck, values: dict[str, Any], family: str, lang: str,
+                     seen: list[str]) -> tuple[list[Any], list[str]]:
+    """Accordion titles with how many settings inside differ from the defaults; an accordion opens
+    when a finding appears in it (once: the user may close it again)."""
+    defaults = TrainConfig()
+    effective = check.config.to_dict() if check.config is not None else values
+    with_issues = {i.field for i in check.issues}
+    updates, now_seen = [], []
+    for key, (_acc, tab, section, names) in sections:
+        shown = [n for n in names if field_shown(n, family)]
+        changed = sum(1 for n in shown if n in effective and not _same_value(effective[n], getattr(defaults, n)))
+        title = i18n.section_title(tab, section, lang)
+        label = i18n.t("section.changed", lang, title=title, count=changed) if changed else title
+        update: dict[str, Any] = {"label": label}
+        if any(n in with_issues for n in shown):
+            now_seen.append(key)
+            if key not in seen:
+                update["open"] = True
+        updates.append(gr.update(**update))
+    return updates, now_seen
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
 
 
 def _request_language(request: Optional[gr.Request], fixed: Optional[str] = None) -> str:
@@ -168,7 +234,7 @@ def _lenient_values(values: tuple) -> dict[str, Any]:
 def _notes(values: tuple, check: FormCheck, lang: str) -> dict[str, str]:
     """Extra lines under fields that are not findings: the detected model family."""
     path = str(values_to_dict(values).get("pretrained_model_name_or_path") or "")
-    detection = engine.detect_model(path)
+    detection = detect_model(path)
     if detection is None:
         return {}
     model_has_issue = any(i.field == "pretrained_model_name_or_path" and i.level == "error" for i in check.issues)

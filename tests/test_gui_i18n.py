@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from lora_gui import engine, i18n
+from lora_gui.form import sections_for_tab
+from lora_gui.tabs.parameters import GROUPS
 from lora_gui.tabs.source_model import QUICK_PICKS
 from trainer.config import TABS, TrainConfig
 
@@ -37,6 +39,8 @@ def _dynamic_keys() -> set[str]:
     keys |= {f"quick_pick.{k}" for k in QUICK_PICKS}
     keys |= {"family.sd1", "family.sd2", "family.sdxl", "model_kind.diffusers", "model_kind.single_file",
              "model_kind.hub"}
+    keys |= {f"section.{tab}.{section}" for tab in TABS for section, _ in sections_for_tab(tab) if section != "basic"}
+    keys |= {key for key, _ in GROUPS}
     return keys
 
 
@@ -44,6 +48,19 @@ def test_every_key_used_by_the_code_is_in_both_catalogs():
     used = _keys_used_in_code() | _dynamic_keys()
     assert used - set(EN["ui"]) == set()
     assert used - set(JA["ui"]) == set()
+
+
+def test_every_section_has_a_title_in_both_languages():
+    """Accordion titles come from the catalogs (the fallback would show the bare section name)."""
+    for tab in TABS:
+        for section, specs in sections_for_tab(tab):
+            if section == "basic":
+                continue
+            assert f"section.{tab}.{section}" in EN["ui"], (tab, section)
+            assert f"section.{tab}.{section}" in JA["ui"], (tab, section)
+            assert i18n.section_title(tab, section, "ja") != i18n.section_title(tab, section, "en")
+    assert {s for s, _ in sections_for_tab("advanced")} >= {"network", "memory", "buckets", "captions", "noise",
+                                                              "saving"}
 
 
 def test_japanese_has_every_page_string_with_the_same_placeholders():
@@ -95,6 +112,56 @@ def test_issue_text_fills_templates():
     assert "/x/img" in text and "/x" in text and "4" in text and "親フォルダ" in text
     assert i18n.issue_text("dir_holds_images", "english text", {}, "en") == "english text"
     assert i18n.issue_text("no_such_code", "english text", {}, "ja") == "english text"
+
+
+def test_templates_missing_a_param_fall_back_to_english():
+    # the engine re-checks some rules without params: never show "{steps}" to the user
+    assert i18n.issue_text("bucket_steps_not_32", "english text", {}, "ja") == "english text"
+    assert "48" in i18n.issue_text("bucket_steps_not_32", "english text", {"steps": 48}, "ja")
+
+
+def test_setting_lists_in_params_show_the_field_labels():
+    text = i18n.issue_text("te_cache_caption_changes", "english", {"settings": ["shuffle caption", "caption dropout"]},
+                           "ja")
+    assert "キャプションのシャッフル" in text and "キャプションのドロップアウト率" in text and "shuffle caption" not in text
+    assert i18n.setting_name("random crop") == "random_crop"
+    assert i18n.setting_name("dropout caption every n epochs") == "caption_dropout_every_n_epochs"
+    assert i18n.setting_name("something else") is None
+
+
+def test_engine_events_in_japanese():
+    # a refusal from validation carries the rule's params: the validation template
+    refusal = {"type": "error", "code": "bucket_steps_not_32", "message": "Bucket resolution steps 48 ...",
+               "field": "bucket_reso_steps", "hint": None, "params": {"steps": 48}}
+    message, hint = i18n.engine_event_text(refusal, "ja")
+    assert "48" in message and "32 の倍数" in message and hint == ""
+    assert i18n.engine_event_text(refusal, "en") == ("Bucket resolution steps 48 ...", "")
+    # a code both catalogs know: with params it is the validation finding, without it the engine failure
+    both = {"code": "nothing_to_train", "message": "no LoRA parameters", "hint": "set a rate", "params": {}}
+    assert i18n.engine_event_text(both, "ja")[0] == JA["validation"]["nothing_to_train"]
+    assert i18n.engine_event_text(dict(both, params=None), "ja")[0].startswith("学習するものがありません")
+    # an engine failure: the engine_errors entry, with the engine's message inside
+    oom = {"code": "out_of_memory", "message": "CUDA out of memory", "hint": "lower the batch size"}
+    message, hint = i18n.engine_event_text(oom, "ja")
+    assert "CUDA out of memory" in message and "バッチサイズ" in hint
+    # a warning the engine sends without params, whose template needs none
+    warning = {"type": "warning", "code": "te_cache_with_te_training", "message": "not cached", "field": None}
+    assert "キャッシュ" in i18n.engine_event_text(warning, "ja")[0]
+    # unknown codes stay in English
+    assert i18n.engine_event_text({"code": "new_code", "message": "m", "hint": "h"}, "ja") == ("m", "h")
+
+
+def test_engine_refusal_is_rendered_translated_in_the_panel():
+    from lora_gui.events import ViewState
+    from lora_gui.panel_view import render_status
+
+    state = ViewState(status="failed")
+    state.errors.append({"type": "error", "code": "te_cache_caption_changes", "message": "english",
+                         "field": "cache_text_encoder_outputs", "hint": None,
+                         "params": {"settings": ["shuffle caption"]}})
+    html = render_status(state, "ja")
+    assert "キャプションのシャッフル" in html and "english" not in html
+    assert 'data-code="te_cache_caption_changes"' in html
 
 
 @pytest.mark.parametrize("header, lang", [("ja-JP,ja;q=0.9,en;q=0.8", "ja"), ("en-US,en;q=0.9", "en"),

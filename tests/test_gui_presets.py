@@ -11,7 +11,7 @@ from lora_gui import APP_DIR, presets
 from lora_gui.paths import relativize_path, resolve_path
 from trainer.config import TrainConfig
 
-SHIPPED = ("cpu_demo", "sd15_character", "sd15_style", "sd15_slider_pair")
+SHIPPED = ("cpu_demo", "sd15_character", "sd15_style", "sd15_slider_pair", "sdxl_character")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -34,6 +34,37 @@ def test_slider_pair_preset_values():
     cfg = presets.load_preset("sd15_slider_pair").config
     assert (cfg.network_dim, cfg.network_alpha, cfg.network_train_unet_only) == (4, 1.0, True)
     assert (cfg.learning_rate, cfg.lr_warmup_steps, cfg.optimizer_type, cfg.max_train_steps) == (5e-5, 20, "CAME", 400)
+
+
+def test_sdxl_character_preset_suits_sdxl():
+    loaded = presets.load_preset("sdxl_character")
+    cfg = loaded.config
+    assert (cfg.resolution, cfg.bucket_reso_steps) == ("1024", 32)
+    assert cfg.max_bucket_reso >= 1024 and cfg.no_half_vae
+    # text-encoder outputs are cached: the text encoder is frozen and the captions never change
+    assert cfg.cache_text_encoder_outputs and cfg.network_train_unet_only
+    assert not cfg.shuffle_caption and cfg.caption_dropout_rate == 0 and cfg.caption_dropout_every_n_epochs == 0
+    assert "--w 1024 --h 1024" in cfg.sample_prompts
+    assert "pretrained_model_name_or_path" not in loaded.keys and "train_data_dir" not in loaded.keys
+    from trainer import validation
+
+    if hasattr(validation, "family_issues"):
+        assert validation.family_issues(cfg, "sdxl", cuda=True) == []
+    from lora_gui.family import QUICK_PICKS
+
+    sdxl = cfg.replace(pretrained_model_name_or_path=QUICK_PICKS["sdxl"][0])
+    codes = {i.code for i in validation.validate(sdxl) if i.level == "error"}
+    # only the missing model and folders: no setting of the preset itself is refused
+    assert codes <= {"model_path_empty", "model_path_invalid", "dir_empty", "output_dir_empty"}, codes
+
+
+def test_loading_an_sdxl_preset_for_another_model_says_so():
+    from lora_gui.tabs.config_bar import _loaded_message
+
+    loaded = presets.load_preset("sdxl_character")
+    assert "SDXL" in _loaded_message(loaded, "sdxl_character", "en", "stable-diffusion-v1-5/stable-diffusion-v1-5")
+    assert "SDXL" not in _loaded_message(loaded, "sdxl_character", "en", "stabilityai/stable-diffusion-xl-base-1.0")
+    assert "SDXL" not in _loaded_message(presets.load_preset("sd15_character"), "sd15_character", "en", "")
 
 
 def test_parameter_presets_leave_folders_alone():

@@ -100,18 +100,44 @@ def section_title(tab: str, section: str, lang: str) -> str:
 
 
 def issue_text(code: str, message: str, params: Optional[dict[str, Any]], lang: str) -> str:
-    """A validation finding in the page's language: the catalog template, else the engine's English."""
+    """A validation finding in the page's language: the catalog template, else the engine's English.
+
+    The template is used only when every {placeholder} it names has a value (the rule's params, or
+    the engine's own `message`); otherwise the engine's English text is shown, never a bare "{steps}".
+    """
     lang = normalize(lang)
     template = catalog(lang).get("validation", {}).get(code)
     if template is None and lang != DEFAULT_LANGUAGE:
         template = catalog(DEFAULT_LANGUAGE).get("validation", {}).get(code)
-        if template is None:
-            return message
     if template is None:
         return message
-    values = {k: _display(v) for k, v in (params or {}).items()}
+    values = {k: _display(v, lang) for k, v in (params or {}).items()}
     values.setdefault("message", message)
+    if not set(placeholders(template)) <= set(values):
+        return message
     return _format(template, values)
+
+
+def engine_event_text(event: dict[str, Any], lang: str) -> tuple[str, str]:
+    """An engine `error` or `warning` event's message and hint in the page's language.
+
+    Refusals that come from validation carry the rule's `params`: they use the validation
+    template. Engine failures (out of memory, NaN loss, ...) use the `engine_errors` entry of
+    their code. Anything the catalog does not know stays in the engine's English.
+    """
+    code = str(event.get("code") or "")
+    message = str(event.get("message") or "")
+    hint = str(event.get("hint") or "")
+    params = event.get("params")
+    lang = normalize(lang)
+    has_template = code in catalog(lang).get("validation", {})
+    if isinstance(params, dict) and has_template:
+        return issue_text(code, message, params, lang), hint
+    if code in catalog(lang).get("engine_errors", {}):
+        return engine_error_text(code, message, hint, lang)
+    if has_template:
+        return issue_text(code, message, params if isinstance(params, dict) else {}, lang), hint
+    return message, hint
 
 
 def engine_error_text(code: str, message: str, hint: Optional[str], lang: str) -> tuple[str, str]:
@@ -123,9 +149,32 @@ def engine_error_text(code: str, message: str, hint: Optional[str], lang: str) -
             _format(entry.get("hint", hint or ""), {"hint": hint or ""}))
 
 
-def _display(value: Any) -> str:
+def placeholders(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def setting_name(text: str) -> Optional[str]:
+    """The config field a rule names in its params: a field name, or its English label (or a unique
+    part of one), as the rules write them ("shuffle caption", "caption dropout", "random crop")."""
+    text = str(text).strip()
+    if text in _FIELD_META:
+        return text
+    wanted = text.lower()
+    labels = {name: (meta.get("label") or "").lower() for name, meta in _FIELD_META.items()}
+    exact = [name for name, label in labels.items() if label == wanted]
+    if exact:
+        return exact[0]
+    partial = [name for name, label in labels.items() if wanted and wanted in label]
+    return partial[0] if len(partial) == 1 else None
+
+
+def _display(value: Any, lang: str = DEFAULT_LANGUAGE) -> str:
     if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
+        items = []
+        for item in value:
+            name = setting_name(item) if isinstance(item, str) and lang != DEFAULT_LANGUAGE else None
+            items.append(t("issue.setting", lang, label=field_label(name, lang)) if name else str(item))
+        return t("issue.list_separator", lang).join(items) if lang != DEFAULT_LANGUAGE else ", ".join(items)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

@@ -9,10 +9,12 @@ from typing import Any
 import gradio as gr
 
 from lora_gui import i18n, presets
+from lora_gui.family import SDXL_ONLY, model_family
 from lora_gui.form import FIELDS, build_config, config_to_values
 from lora_gui.page import Page
 from lora_gui.panel_view import esc
 
+MODEL_FIELD = "pretrained_model_name_or_path"
 EXPORT_DIR = Path(tempfile.gettempdir()) / "lora_gui_exports"
 
 
@@ -21,18 +23,18 @@ def build(page: Page, initial_preset: str) -> None:
         with gr.Row(equal_height=True, elem_classes=["lg-config-row"]):
             choices = presets.list_presets()
             dropdown = page.text(gr.Dropdown(choices=choices, value=initial_preset if initial_preset in choices else None,
-                                             label=page.t("config.preset"), elem_id="preset-select", scale=3,
+                                             label=page.t("config.preset"), elem_id="preset-select", scale=3, min_width=170,
                                              allow_custom_value=False), label="config.preset")
-            load = page.text(gr.Button(page.t("config.load"), elem_id="preset-load", scale=1, min_width=90),
+            load = page.text(gr.Button(page.t("config.load"), elem_id="preset-load", scale=1, min_width=100),
                              value="config.load")
             name = page.text(gr.Textbox(label=page.t("config.save_name"), placeholder=page.t("config.save_placeholder"),
-                                        elem_id="preset-name", scale=3),
+                                        elem_id="preset-name", scale=3, min_width=190),
                              label="config.save_name", placeholder="config.save_placeholder")
-            save = page.text(gr.Button(page.t("config.save"), elem_id="preset-save", scale=1, min_width=90),
+            save = page.text(gr.Button(page.t("config.save"), elem_id="preset-save", scale=1, min_width=100),
                              value="config.save")
             upload = page.text(gr.UploadButton(page.t("config.upload"), file_types=[".json"], elem_id="preset-upload",
-                                               scale=2, min_width=140), label="config.upload")
-            export = page.text(gr.Button(page.t("config.download"), elem_id="preset-download", scale=2, min_width=140),
+                                               scale=2, min_width=170), label="config.upload")
+            export = page.text(gr.Button(page.t("config.download"), elem_id="preset-download", scale=2, min_width=170),
                                value="config.download")
         message = gr.HTML("", elem_id="preset-message")
         file_out = gr.File(visible=False, label="JSON", elem_id="preset-file", interactive=False)
@@ -46,8 +48,12 @@ def _note(text: str, level: str = "ok") -> str:
     return f'<div class="{cls}">{icon} {esc(text)}</div>'
 
 
-def _loaded_message(loaded: presets.LoadedPreset, name: str, lang: str) -> str:
+def _loaded_message(loaded: presets.LoadedPreset, name: str, lang: str, model_path: str = "") -> str:
     text = i18n.t("config.loaded_kohya" if loaded.kohya else "config.loaded", lang, name=name)
+    # an SDXL preset (it sets SDXL-only options) loaded while the form's model is not SDXL
+    path = loaded.config.pretrained_model_name_or_path if MODEL_FIELD in loaded.keys else model_path
+    if any(k in SDXL_ONLY for k in loaded.keys) and model_family(path) != "sdxl":
+        text += " " + i18n.t("config.needs_sdxl", lang)
     if not loaded.unmapped:
         return _note(text)
     items = "".join(f"<li>{esc(u)}</li>" for u in loaded.unmapped)
@@ -65,22 +71,22 @@ def wire(page: Page, lang_box: Any) -> None:
     fields = page.ordered_fields()
     skip_fields = [gr.skip()] * len(FIELDS)
 
-    def load_named(name: str, lang: str) -> list[Any]:
+    def load_named(name: str, model_path: str, lang: str) -> list[Any]:
         if not name:
             return skip_fields + [_note(i18n.t("config.pick_first", lang), "error")]
         try:
             loaded = presets.load_preset(name)
         except presets.PresetError as exc:
             return skip_fields + [_note(i18n.t(exc.key, lang, **exc.params), "error")]
-        return _values(loaded) + [_loaded_message(loaded, name, lang)]
+        return _values(loaded) + [_loaded_message(loaded, name, lang, model_path or "")]
 
-    def load_upload(file: Any, lang: str) -> list[Any]:
+    def load_upload(file: Any, model_path: str, lang: str) -> list[Any]:
         path = Path(file if isinstance(file, str) else getattr(file, "name", ""))
         try:
             loaded = presets.read_preset_file(path)
         except presets.PresetError as exc:
             return skip_fields + [_note(i18n.t(exc.key, lang, **exc.params), "error")]
-        return _values(loaded) + [_loaded_message(loaded, path.name, lang)]
+        return _values(loaded) + [_loaded_message(loaded, path.name, lang, model_path or "")]
 
     def save_named(*args: Any) -> list[Any]:
         values, name, lang = args[:-2], (args[-2] or "").strip(), args[-1]
@@ -106,7 +112,8 @@ def wire(page: Page, lang_box: Any) -> None:
         path.write_text(presets.preset_json(cfg), encoding="utf-8")
         return [gr.update(value=str(path), visible=True), _note(i18n.t("config.exported", lang))]
 
-    p["preset_load"].click(load_named, [p["preset_dropdown"], lang_box], fields + [p["preset_message"]])
-    p["preset_upload"].upload(load_upload, [p["preset_upload"], lang_box], fields + [p["preset_message"]])
+    model = page.fields[MODEL_FIELD]
+    p["preset_load"].click(load_named, [p["preset_dropdown"], model, lang_box], fields + [p["preset_message"]])
+    p["preset_upload"].upload(load_upload, [p["preset_upload"], model, lang_box], fields + [p["preset_message"]])
     p["preset_save"].click(save_named, fields + [p["preset_name"], lang_box], [p["preset_dropdown"], p["preset_message"]])
     p["preset_export"].click(export, fields + [lang_box], [p["preset_file"], p["preset_message"]])

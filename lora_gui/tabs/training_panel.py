@@ -21,11 +21,11 @@ from lora_gui.panel_view import (esc, gallery_items, render_files, render_loss_c
 
 
 def build(page: Page) -> None:
-    with gr.Group(elem_id="training-panel", elem_classes=["lg-panel"]):
-        page.text(gr.Markdown(f"### {page.t('panel.title')}", elem_classes=["lg-panel-title"]),
-                  value=lambda lang: f"### {i18n.t('panel.title', lang)}")
+    # The action bar stays at the bottom of the window while the tabs scroll (CSS position: sticky),
+    # so Start, Stop and the progress can be seen from every tab.
+    with gr.Column(elem_id="action-bar", elem_classes=["lg-action-bar"]):
         overview = gr.HTML("", elem_id="issues-overview")
-        with gr.Row(elem_classes=["lg-buttons"]):
+        with gr.Row(elem_classes=["lg-buttons"], equal_height=True):
             start = page.text(gr.Button(page.t("btn.start"), variant="primary", elem_id="start-button", scale=3),
                               value="btn.start")
             stop = page.text(gr.Button(page.t("btn.stop"), variant="stop", elem_id="stop-button", scale=1,
@@ -33,8 +33,10 @@ def build(page: Page) -> None:
             show_cmd = page.text(gr.Button(page.t("btn.print"), variant="secondary", elem_id="print-button", scale=1),
                                  value="btn.print")
         notice = gr.HTML("", elem_id="panel-notice")
-        status = gr.HTML("", elem_id="run-status")
-        progress = gr.HTML("", elem_id="run-progress")
+        with gr.Row(elem_classes=["lg-status-row"], equal_height=False):
+            status = gr.HTML("", elem_id="run-status", elem_classes=["lg-status-cell"])
+            progress = gr.HTML("", elem_id="run-progress", elem_classes=["lg-progress-cell"])
+    with gr.Column(elem_id="training-panel", elem_classes=["lg-panel"]):
         with gr.Row(equal_height=False, visible=False, elem_id="run-results") as results:
             with gr.Column(scale=1, min_width=320):
                 page.text(gr.Markdown(f"**{page.t('panel.loss')}**"), value=lambda lang: f"**{i18n.t('panel.loss', lang)}**")

@@ -114,14 +114,29 @@ def open_page(browser, app_url, request):
         ctx.close()
 
 
+UNSTICK = """() => { const s = document.createElement('style'); s.id = 'lg-unstick';
+  s.textContent = '#action-bar { position: static !important; }'; document.head.appendChild(s); }"""
+RESTICK = "() => { const s = document.getElementById('lg-unstick'); if (s) s.remove(); }"
+
+
 @pytest.fixture
 def shot(request):
-    """shot(page, "state") saves test-artifacts/<test>-<state>.png."""
+    """shot(page, "state") saves test-artifacts/<test>-<state>.png (the whole page; full_page=False: the window)."""
     ARTIFACTS.mkdir(exist_ok=True)
 
-    def _shot(page: "Page", state: str) -> Path:
-        path = ARTIFACTS / f"{request.node.name}-{state}.png"
-        page.screenshot(path=str(path), full_page=True)
+    def _shot(page: "Page", state: str, *, full_page: bool = True) -> Path:
+        name = request.node.name.replace("[", "-").replace("]", "")  # test_x[en] -> test_x-en
+        path = ARTIFACTS / f"{name}-{state}.png"
+        if not full_page:
+            page.screenshot(path=str(path))
+            return path
+        # the action bar sticks to the window's bottom edge; in a whole-page picture it would cover
+        # whatever lies there, so it is shown in its place under the tabs for the picture
+        page.evaluate(UNSTICK)
+        try:
+            page.screenshot(path=str(path), full_page=True)
+        finally:
+            page.evaluate(RESTICK)
         return path
 
     return _shot

@@ -28,14 +28,26 @@ def wait_ready(page: "Page") -> None:
     time.sleep(1.0)  # the load -> language -> form check chain
 
 
-def tab_of(field: str) -> str:
+def _meta(field: str) -> dict:
     from trainer.config import iter_field_meta
 
-    return next(meta["tab"] for f, meta in iter_field_meta() if f.name == field)
+    return next(meta for f, meta in iter_field_meta() if f.name == field)
+
+
+def tab_of(field: str) -> str:
+    return _meta(field)["tab"]
 
 
 def show_field(page: "Page", field: str) -> None:
-    page.click(f"#tab-{tab_of(field)}-button")
+    """Show the field's tab, and open the section (accordion) that holds it when it is closed
+    (Gradio creates an accordion's fields the first time it opens)."""
+    tab, section = tab_of(field), _meta(field).get("section") or "basic"
+    page.click(f"#tab-{tab}-button")
+    if section != "basic":
+        header = page.locator(f"#section-{tab}-{section} > .label-wrap")
+        header.wait_for()
+        if "open" not in (header.get_attribute("class") or "").split():
+            header.click()
     page.wait_for_selector(f"#field-{field}")
 
 

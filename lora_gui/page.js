@@ -1,0 +1,36 @@
+() => {
+  // LoRA GUI: clicking "Tab › Field" in the list of problems above Start shows that tab, opens the
+  // closed section that holds the field, scrolls the field into view and highlights it briefly.
+  if (window.__loraGuiJump) return;
+  window.__loraGuiJump = true;
+  const visible = (el) => !!(el && el.offsetParent !== null && el.getClientRects().length);
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest && event.target.closest("#issues-overview a.lg-where");
+    if (!link) return;
+    const item = link.closest("li[data-field]");
+    if (!item) return;
+    event.preventDefault();
+    const field = item.dataset.field, tab = item.dataset.tab;
+    const button = document.getElementById(`tab-${tab}-button`);
+    if (button) button.click();
+    let tries = 0;
+    const reveal = () => {
+      const target = document.getElementById(`field-${field}`);
+      if (!visible(target)) {
+        // a closed accordion around the field: open it (its header is the first .label-wrap)
+        const section = target && target.closest("[id^=section-]");
+        const header = section && section.querySelector(".label-wrap");
+        if (header && tries === 0) header.click();
+        if (tries++ < 20) { setTimeout(reveal, 100); }
+        return;
+      }
+      target.scrollIntoView({ behavior: "smooth", block: "center" });
+      const cell = target.closest(".lg-cell") || target;
+      cell.classList.add("lg-flash");
+      setTimeout(() => cell.classList.remove("lg-flash"), 1600);
+      const input = target.querySelector("input, textarea");
+      if (input) input.focus({ preventScroll: true });
+    };
+    setTimeout(reveal, 60);
+  });
+}

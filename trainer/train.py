@@ -71,7 +71,7 @@ def resolve_precision(cfg: TrainConfig, events: EventWriter) -> Precision:
         device = torch.device("cpu")
     mp = cfg.mixed_precision
     if device.type == "cpu" and mp != "no":
-        events.emit("warning", code="precision_cpu", field="mixed_precision",
+        events.emit("warning", code="precision_cpu", field="mixed_precision", params={"mixed_precision": mp},
                     message=f"mixed precision {mp} needs a GPU; training in fp32 on the CPU")
         mp = "no"
     if mp == "no":
@@ -221,7 +221,7 @@ class Trainer:
             if issue.code in self.reported_codes:
                 continue
             if issue.level == "error":
-                raise TrainingError(issue.code, issue.message, field=issue.field)
+                raise TrainingError(issue.code, issue.message, field=issue.field, params=issue.params)
             self.events.emit("warning", code=issue.code, field=issue.field, message=issue.message,
                              params=issue.params)
 

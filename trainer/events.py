@@ -27,6 +27,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "warning": ("message", "code", "field", "params"),
     "error": ("code", "message", "field", "hint", "params"),
     "done": ("status", "files", "wall_time_sec", "steps_done", "message"),
+    # Multi-stage runs (the slider wizard, docs/SLIDER.md): the stage that begins now.
+    "stage": ("name", "index", "count", "kind", "steps"),
 }
 DONE_STATUSES = ("completed", "stopped", "failed")
 

@@ -1,4 +1,4 @@
-"""CLI: python -m trainer.tools <inspect|merge|svd_merge|resize|extract> [options]
+"""CLI: python -m trainer.tools <inspect|merge|svd_merge|resize|extract|slider> [options]
 
 Flag names follow sd-scripts (networks/resize_lora.py, svd_merge_lora.py, merge_lora.py,
 extract_lora_from_models.py, check_lora_weights.py) so kohya users can reuse their commands.
@@ -25,6 +25,8 @@ def _common(p: argparse.ArgumentParser, *, output: bool = True) -> None:
         p.add_argument("--save_precision", default="float", choices=PRECISIONS, help="dtype of the saved tensors")
         p.add_argument("--overwrite", action="store_true", help="replace --save_to if it exists (never an input)")
         p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON to FILE")
+        p.add_argument("--progress_lines", action="store_true",
+                       help="print 'PROGRESS done/total' lines on stderr (for programs, e.g. the GUI)")
 
 
 def _ratios(p: argparse.ArgumentParser) -> None:
@@ -84,13 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load_precision", default=None, help="accepted for sd-scripts compatibility")
     p.add_argument("--verbose", action="store_true", help="per-module report")
     _common(p)
+
+    # Delegated to trainer.slider before parsing (see main); listed here for --help.
+    sub.add_parser("slider", help="slider LoRA wizard: train, merge, resize, preview (slider --help)", add_help=False)
     return parser
 
 
+_PROGRESS_LINES = False  # --progress_lines: one machine-readable line per update instead of a TTY counter
+
+
 def _print_progress(done: int, total: int) -> None:
-    if not sys.stderr.isatty():
-        return
-    print(f"\r{done}/{total} modules", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    if _PROGRESS_LINES:
+        print(f"PROGRESS {done}/{total}", file=sys.stderr, flush=True)
+    elif sys.stderr.isatty():
+        print(f"\r{done}/{total} modules", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
 
 def _finish(report, args) -> None:
@@ -102,6 +111,8 @@ def _finish(report, args) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    global _PROGRESS_LINES
+    _PROGRESS_LINES = bool(getattr(args, "progress_lines", False))
     # Imported here so `--help` stays fast and usage errors need no torch.
     if args.command == "inspect":
         from trainer.tools.inspect_lora import inspect_file
@@ -149,6 +160,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["slider"]:
+        from trainer.slider.__main__ import main as slider_main
+
+        return slider_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         run(args)

@@ -1,0 +1,197 @@
+"""CLI of the slider wizard: python -m trainer.tools slider ... (same as python -m trainer.slider ...).
+
+    python -m trainer.tools slider --method copy --pair small_eyes big_eyes --model sd15.safetensors \\
+        --prompt "a photo of a woman" --output_dir out --output_name eyes
+
+Flags override the values of --spec FILE, which override the defaults (presets/sd15_slider_pair.json's).
+Exit status: 0 completed or stopped, 1 failed (an `error` line on stderr and in the event stream),
+2 bad usage or an unreadable spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from trainer.slider.spec import METHODS, RESIZE_METHODS, SAVE_PRECISIONS, SliderPair, SliderSpec, SliderSpecError
+
+PROG = "python -m trainer.tools slider"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = SliderSpec()
+
+    def opt(group: Any, name: str, help: str = "", **kw: Any) -> None:
+        """A flag named like the spec field, its help ending in the spec's default."""
+        default = getattr(defaults, name, None)
+        shown = "" if default in (None, "", [], {}) else f" (default: {default})"
+        group.add_argument(f"--{name}", help=(help + shown).strip() or None, **kw)
+
+    p.add_argument("--spec", type=Path, help="slider spec JSON (flags given here override it)")
+    opt(p, "method", "copy (copy-machine) or paired (paired images)", choices=METHODS)
+    p.add_argument("--pair", nargs=2, action="append", metavar=("LOW_DIR", "HIGH_DIR"),
+                   help="a folder of low (A, slider -1) and one of high (B, slider +1) images; repeatable")
+    p.add_argument("--pair_name", action="append", metavar="NAME",
+                   help="names of the --pair folders in order (e.g. front 45deg side); default pair1, pair2, ...")
+    opt(p, "model", "base model (diffusers folder or .safetensors/.ckpt)")
+    opt(p, "prompt", "caption of images without a caption file; also the preview prompt")
+    opt(p, "caption_extension")
+    opt(p, "output_dir", "folder of the slider LoRA, the preview grid and the event stream")
+    opt(p, "output_name")
+    opt(p, "work_dir", "copies and intermediate LoRAs (default <output_dir>/<output_name>-work)")
+    opt(p, "reuse_intermediates", "copy: do not retrain a folder whose intermediate LoRA has the same settings",
+        action=argparse.BooleanOptionalAction)
+    t = p.add_argument_group("training (defaults: presets/sd15_slider_pair.json)")
+    opt(t, "network_dim", type=int)
+    opt(t, "network_alpha", type=float)
+    opt(t, "optimizer_type")
+    opt(t, "learning_rate", type=float)
+    opt(t, "max_train_steps", "steps of each training (copy: per folder)", type=int)
+    opt(t, "lr_warmup_steps", type=float)
+    opt(t, "lr_scheduler")
+    opt(t, "network_train_unet_only", action=argparse.BooleanOptionalAction)
+    opt(t, "resolution")
+    opt(t, "seed", type=int)
+    t.add_argument("--train_arg", action="append", metavar="KEY=JSON",
+                   help="any other TrainConfig parameter, e.g. mixed_precision=bf16 or cache_latents=false; repeatable")
+    m = p.add_argument_group("merge, resize, save")
+    opt(m, "ratio", "copy: +ratio for high LoRAs, -ratio for low LoRAs", type=float)
+    opt(m, "new_rank", "copy: rank of the SVD merge", type=int)
+    m.add_argument("--resize", metavar="off|fixed|METHOD:PARAM",
+                   help=f"resize at the end: off, fixed (to --resize_rank) or a dynamic method "
+                        f"({', '.join(RESIZE_METHODS)}) with its parameter (default: sv_fro:0.75 for copy, off for "
+                        f"paired)")
+    opt(m, "resize_rank", "rank of the resize (the cap of a dynamic method)", type=int)
+    opt(m, "save_precision", choices=SAVE_PRECISIONS)
+    q = p.add_argument_group("paired method")
+    opt(q, "slider_scale", "LoRA multiplier: +scale on high, -scale on low", type=float)
+    opt(q, "pair_matching", "match images by file name, by sorted order, or auto", choices=("auto", "name", "order"))
+    v = p.add_argument_group("preview grid")
+    opt(v, "preview", "render the grid of the LoRA at each preview weight", action=argparse.BooleanOptionalAction)
+    v.add_argument("--preview_prompt", action="append", metavar="PROMPT",
+                   help="a row prompt (kohya --n/--d options work); repeatable; default: --prompt")
+    opt(v, "preview_seeds", type=int, nargs="+")
+    opt(v, "preview_weights", type=float, nargs="+")
+    opt(v, "preview_width", "0: the training resolution", type=int)
+    opt(v, "preview_height", "0: the training resolution", type=int)
+    opt(v, "preview_steps", type=int)
+    opt(v, "preview_cfg_scale", type=float)
+    opt(v, "preview_sampler")
+    p.add_argument("--dry_run", action="store_true", help="check the spec, print it and its stages, train nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+SIMPLE_FLAGS = ("method", "model", "prompt", "caption_extension", "output_dir", "output_name", "work_dir",
+                "reuse_intermediates", "network_dim", "network_alpha", "optimizer_type", "learning_rate",
+                "max_train_steps", "lr_warmup_steps", "lr_scheduler", "network_train_unet_only", "resolution", "seed",
+                "ratio", "new_rank", "resize_rank", "save_precision", "slider_scale", "pair_matching", "preview",
+                "preview_seeds", "preview_weights", "preview_width", "preview_height", "preview_steps",
+                "preview_cfg_scale", "preview_sampler")
+
+
+def spec_from_args(args: argparse.Namespace) -> SliderSpec:
+    """The spec file (if any) with the flags given on top. Raises SliderSpecError or ValueError."""
+    spec = SliderSpec.load(args.spec) if args.spec else SliderSpec()
+    values: dict[str, Any] = {k: getattr(args, k) for k in SIMPLE_FLAGS if getattr(args, k) is not None}
+    if args.pair:
+        names = args.pair_name or []
+        if len(names) > len(args.pair):
+            raise ValueError(f"{len(names)} --pair_name values for {len(args.pair)} --pair folders")
+        values["pairs"] = [SliderPair(low, high, names[i] if i < len(names) else "")
+                           for i, (low, high) in enumerate(args.pair)]
+    elif args.pair_name:
+        raise ValueError("--pair_name needs --pair")
+    if args.preview_prompt:
+        values["preview_prompts"] = args.preview_prompt
+    if args.train_arg:
+        values["train_args"] = {**spec.train_args, **parse_train_args(args.train_arg)}
+    if args.resize is not None:
+        values.update(parse_resize(args.resize))
+    return spec.update(values)
+
+
+def parse_train_args(items: Sequence[str]) -> dict[str, Any]:
+    """KEY=VALUE with VALUE as JSON (true, 0.5, "bf16"); a VALUE that is not JSON is taken as text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--train_arg {item!r} is not KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def parse_resize(text: str) -> dict[str, Any]:
+    """off | fixed | METHOD:PARAM -> the spec's resize fields."""
+    text = text.strip().lower()
+    if text in ("off", "none", "no", "false"):
+        return {"resize": False}
+    if text == "fixed":
+        return {"resize": True, "resize_method": None, "resize_param": None}
+    if text in ("on", "yes", "true"):
+        return {"resize": True}
+    method, sep, param = text.partition(":")
+    if method not in RESIZE_METHODS or not sep:
+        raise ValueError(f"--resize {text!r}: give off, fixed, or METHOD:PARAM with METHOD one of "
+                         f"{', '.join(RESIZE_METHODS)} (e.g. sv_fro:0.75)")
+    try:
+        value = float(param)
+    except ValueError:
+        raise ValueError(f"--resize {text!r}: {param!r} is not a number") from None
+    return {"resize": True, "resize_method": method, "resize_param": value}
+
+
+def main(argv: Optional[Sequence[str]] = None, *, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        spec = spec_from_args(args)
+    except (SliderSpecError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        return dry_run(spec)
+    if not spec.output_dir:
+        print("error: --output_dir is required", file=sys.stderr)
+        return 2
+    # Offline by design, as the engine: never let a library reach for a model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+    from trainer.events import EventWriter
+    from trainer.slider.run import run_slider
+
+    files = spec.files()
+    with EventWriter(files.events, echo=not args.quiet) as events:
+        result = run_slider(spec, events=events)
+    if result.status == "failed":
+        print(f"error: {result.message}", file=sys.stderr)
+    else:
+        print(f"{result.status}: {result.message}")
+    return result.exit_code
+
+
+def dry_run(spec: SliderSpec) -> int:
+    from trainer.slider.spec import errors_of, plan_stages, validate_spec
+
+    issues = validate_spec(spec)
+    print(spec.to_json())
+    for i, stage in enumerate(plan_stages(spec), start=1):
+        print(f"stage {i}: {stage.name}" + (f" ({stage.steps} steps)" if stage.steps else ""))
+    for issue in issues:
+        hint = f" (hint: {issue.hint})" if issue.hint else ""
+        print(f"{issue.level}: [{issue.field}] {issue.message}{hint}", file=sys.stderr)
+    return 1 if errors_of(issues) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m trainer.slider"))

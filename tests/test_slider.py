@@ -1,9 +1,8 @@
 """Slider wizard (trainer.slider): spec and checks, both methods end to end, the preview grid, the event
 stream, Stop, the CLI, and a measurement of what the slider does to the model's predictions.
 
-The end-to-end runs use a tiny SD1 model made for this file (`disc_model`): the random tiny VAE is given
-SD's latent statistics (unit scale, near-deterministic posterior; the random one's posterior noise is
-larger than its mean) and the UNet is pretrained for 200 steps on red discs of many sizes. A purely random
+The end-to-end runs use a tiny SD1 model made for this file (`disc_model`): the tiny VAE already has
+SD's latent statistics (trainer.tiny.calibrate_tiny_vae) and the UNet is pretrained for 200 steps on red discs of many sizes. A purely random
 UNet cannot denoise at all (loss ≈ 1), so no LoRA trained on it shows a direction; after the pretraining
 it has a prior over disc sizes, and a slider between small (A) and big (B) discs can pick from it, as a
 real slider picks from a real model's prior. Trainings are short and gentle (30 steps, lr 2e-4).
@@ -52,7 +51,7 @@ def disc_model(tmp_path_factory) -> Path:
     return make_disc_model(tmp_path_factory.mktemp("slider-model"))
 
 
-def make_disc_model(root: Path, *, vae_scale: float = 20.0, steps: int = 200) -> Path:
+def make_disc_model(root: Path, *, steps: int = 200) -> Path:
     """A tiny SD1 diffusers model whose VAE has SD's latent scale and whose UNet knows red discs."""
     from trainer.data import images as imageops
     from trainer.tiny import build_tiny_pipeline
@@ -60,12 +59,6 @@ def make_disc_model(root: Path, *, vae_scale: float = 20.0, steps: int = 200) ->
 
     pipe = build_tiny_pipeline("sd1")
     vae, unet = pipe.vae, pipe.unet
-    with torch.no_grad():  # means × vae_scale (latent std ≈ 1, as SD's), posterior std e^-5
-        vae.quant_conv.weight[:4] *= vae_scale
-        vae.quant_conv.bias[:4] *= vae_scale
-        vae.quant_conv.weight[4:] = 0.0
-        vae.quant_conv.bias[4:] = -10.0
-        vae.post_quant_conv.weight /= vae_scale
     images = []
     for i, radius in enumerate((0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)):
         images += make_image_folder(root / "pretrain" / str(i), 4, radius_frac=radius, seed=100 + i)

@@ -135,6 +135,24 @@ def scheduler_config(family: str) -> dict:
     )
 
 
+def calibrate_tiny_vae(vae, *, mean_gain: float = 20.0) -> None:
+    """Give a random VAE the latent statistics of a real SD VAE.
+
+    A random encoder's posterior has std ~1 around means of ~0.27, so its "latents" are mostly
+    sampling noise. Real SD latents have std ~1 after the 0.18215 scale and a nearly
+    deterministic posterior. Scaling the means (and undoing it in the decoder) and pinning the
+    log-variance low makes the tiny models train like real ones.
+    """
+    import torch
+
+    with torch.no_grad():
+        vae.quant_conv.weight[:4] *= mean_gain
+        vae.quant_conv.bias[:4] *= mean_gain
+        vae.quant_conv.weight[4:] = 0.0
+        vae.quant_conv.bias[4:] = -10.0  # posterior std e^-5
+        vae.post_quant_conv.weight /= mean_gain
+
+
 def build_tiny_pipeline(family: str = "sd1", seed: int = 0):
     """A StableDiffusionPipeline (StableDiffusionXLPipeline for "sdxl") of random weights with the family's layout."""
     import torch
@@ -148,6 +166,7 @@ def build_tiny_pipeline(family: str = "sd1", seed: int = 0):
         return _build_tiny_sdxl_pipeline()
     unet = UNet2DConditionModel(**tiny_unet_config(family))
     vae = AutoencoderKL(**tiny_vae_config())
+    calibrate_tiny_vae(vae)
     text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_config(family)))
     # Real SD checkpoints have non-zero norm biases; random init leaves them at 0, which would
     # make the v-prediction heuristic (std of a norm bias, as real 768-v models show) meaningless.
@@ -176,6 +195,7 @@ def _build_tiny_sdxl_pipeline():
 
     unet = UNet2DConditionModel(**tiny_sdxl_unet_config())
     vae = AutoencoderKL(**tiny_vae_config("sdxl"))
+    calibrate_tiny_vae(vae)
     text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_config("sdxl", index=0)))
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**tiny_text_config("sdxl", index=1)))
     with torch.no_grad():  # non-zero norm biases, as in real checkpoints (see build_tiny_pipeline)

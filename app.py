@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from lora_gui import presets
     from lora_gui.demo import demo_ready, ensure_demo
     from lora_gui.jobs import JobManager
+    from lora_gui.tools_runner import ToolRunner
     from lora_gui.ui import CSS_PATH, JS_PATH, build_app
     from trainer.config import TrainConfig
 
@@ -81,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
 
     manager = JobManager()
     atexit.register(manager.shutdown)
+    tools = ToolRunner()
+    atexit.register(tools.shutdown)
     lang = "en" if args.lang == "auto" else args.lang
     demo = build_app(initial=initial, initial_preset=initial_preset, manager=manager, lang=lang,
-                     follow_browser=args.lang == "auto", remote_warning=remote)
+                     follow_browser=args.lang == "auto", remote_warning=remote, tools=tools)
     print(f"LoRA GUI: {url}  (press Ctrl+C here to quit)", file=sys.stderr, flush=True)
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, inbrowser=args.inbrowser, share=False, show_error=True,

@@ -42,6 +42,7 @@ class ViewState:
 
     status: str = "idle"
     job_id: int = 0
+    kind: str = "train"  # "train" | "slider"
     output_dir: str = ""
     output_name: str = ""
     started_at: float = 0.0
@@ -67,6 +68,8 @@ class ViewState:
     exit_code: Optional[int] = None
     log_tail: str = ""
     events_seen: int = 0
+    stage: Optional[dict[str, Any]] = None  # the last `stage` event: name, index, count, kind, steps
+    stage_plan: list[dict[str, Any]] = field(default_factory=list)  # known stages (slider: trainer.slider.plan_stages)
     versions: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PARTS})
 
     def bump(self, *parts: str) -> None:
@@ -144,6 +147,9 @@ def fold(state: ViewState, event: dict[str, Any]) -> None:
     elif kind == "error":
         state.errors.append(event)
         state.bump("status")
+    elif kind == "stage":
+        state.stage = {key: event.get(key) for key in ("name", "index", "count", "kind", "steps")}
+        state.bump("progress")
     elif kind == "done":
         state.done = event
         status = str(event.get("status") or "failed")

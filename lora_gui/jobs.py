@@ -1,8 +1,9 @@
-"""The one training job of this server: start, stop, and follow the engine subprocess.
+"""The one job of this server (a training, or a slider LoRA run): start, stop, and follow its subprocess.
 
 The job lives in the server process, not in a browser session: reloading the page or opening a
 second tab shows the same job. Status comes only from the engine's event file (plus the exit
-code and the log for crashes that never wrote a `done` event).
+code and the log for crashes that never wrote a `done` event). Trainings (`python -m trainer`) and
+slider runs (`python -m trainer.slider`) write the same event stream and share the one-job rule.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -58,9 +59,39 @@ class JobFiles:
 
 
 @dataclass
+class JobRequest:
+    """What to start: the command, the files written before it, and what the page shows of it."""
+
+    kind: str  # "train" | "slider"
+    files: JobFiles
+    command: list[str]
+    writes: dict[Path, str]  # run.json / the slider spec, written before the start
+    config: Any  # the TrainConfig or SliderSpec
+    stage_plan: list[dict[str, Any]] = field(default_factory=list)  # slider: the stages, in order
+
+
+def training_request(cfg: TrainConfig) -> JobRequest:
+    files = JobFiles(Path(cfg.output_dir), cfg.output_name)
+    return JobRequest("train", files, engine.engine_command(files.run_json), {files.run_json: run_config_text(cfg)},
+                      cfg)
+
+
+def slider_request(spec: Any) -> JobRequest:
+    """A slider run of `spec` (trainer.slider.SliderSpec with absolute paths): its spec file, its command."""
+    from trainer.slider import plan_stages, slider_command
+
+    spec_files = spec.files()
+    files = JobFiles(spec_files.output_dir, spec.output_name)
+    return JobRequest("slider", files, slider_command(str(spec_files.spec_json)),
+                      {spec_files.spec_json: spec.to_json() + "\n"}, spec,
+                      [asdict(stage) for stage in plan_stages(spec)])
+
+
+@dataclass
 class Job:
     id: int
-    cfg: TrainConfig
+    kind: str
+    config: Any
     files: JobFiles
     proc: subprocess.Popen
     reader: TailReader
@@ -74,7 +105,7 @@ def run_config_text(cfg: TrainConfig) -> str:
 
 
 def command_for(cfg: TrainConfig) -> list[str]:
-    return engine.engine_command(JobFiles(Path(cfg.output_dir), cfg.output_name).run_json)
+    return training_request(cfg).command
 
 
 class JobManager:
@@ -94,35 +125,45 @@ class JobManager:
 
     # ---- commands -------------------------------------------------------------------------
     def start(self, cfg: TrainConfig) -> ViewState:
+        """Start a training."""
+        return self.start_request(training_request(cfg))
+
+    def start_slider(self, spec: Any) -> ViewState:
+        """Start a slider LoRA run (the wizard); it counts as the one job like a training."""
+        return self.start_request(slider_request(spec))
+
+    def start_request(self, request: JobRequest) -> ViewState:
         with self.lock:
             self.refresh(force=True)
             if self.state.active:
                 raise JobRefused("job.refused_running", name=self.state.output_name)
             if not engine.engine_available():
                 raise JobRefused("job.refused_no_engine")
-            files = JobFiles(Path(cfg.output_dir), cfg.output_name)
+            files = request.files
             try:
                 files.output_dir.mkdir(parents=True, exist_ok=True)
                 files.stop.unlink(missing_ok=True)  # a stale stop file would end the run at once
-                files.run_json.write_text(run_config_text(cfg), encoding="utf-8")
+                for path, text in request.writes.items():
+                    path.write_text(text, encoding="utf-8")
                 log_handle = open(files.log, "w", encoding="utf-8")
             except OSError as exc:
                 raise JobRefused("job.refused_output_dir", path=str(files.output_dir), error=str(exc)) from None
             since = time.time() - 0.01
             env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
             try:
-                proc = subprocess.Popen(engine.engine_command(files.run_json), cwd=str(engine.engine_cwd()),
+                proc = subprocess.Popen(request.command, cwd=str(engine.engine_cwd()),
                                         stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env=env)
             except OSError as exc:
                 log_handle.close()
                 raise JobRefused("job.refused_spawn", error=str(exc)) from None
-            self.job = Job(id=self._next_id, cfg=cfg, files=files, proc=proc, reader=TailReader(files.events, since),
-                           log_handle=log_handle, started_at=since)
+            self.job = Job(id=self._next_id, kind=request.kind, config=request.config, files=files, proc=proc,
+                           reader=TailReader(files.events, since), log_handle=log_handle, started_at=since)
             self._next_id += 1
             previous = self.state.versions
-            self.state = ViewState(status="starting", job_id=self.job.id, output_dir=str(files.output_dir),
-                                   output_name=cfg.output_name, started_at=since)
+            self.state = ViewState(status="starting", job_id=self.job.id, kind=request.kind,
+                                   output_dir=str(files.output_dir), output_name=files.name, started_at=since,
+                                   stage_plan=list(request.stage_plan))
             # versions keep growing across jobs so a page never mistakes a new job for an old one
             self.state.versions = {k: v + 1 for k, v in previous.items()}
             for hook in self._start_hooks:
@@ -202,8 +243,16 @@ class JobManager:
         _remove(job.files.stop)
 
     def current_config(self) -> Optional[TrainConfig]:
+        """The running training's settings (None while idle, or while a slider run is the job)."""
         with self.lock:
-            return self.job.cfg if self.job is not None and self.state.active else None
+            job = self.job
+            return job.config if job is not None and job.kind == "train" and self.state.active else None
+
+    def current_slider(self) -> Any:
+        """The running slider run's spec, or None."""
+        with self.lock:
+            job = self.job
+            return job.config if job is not None and job.kind == "slider" and self.state.active else None
 
     def shutdown(self) -> None:
         """On server exit: ask a running engine to stop and save."""

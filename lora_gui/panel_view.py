@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -39,7 +40,7 @@ def render_progress(state: ViewState, lang: str) -> str:
         return ""
     pct = int(math.floor(state.progress * 100))
     stats = [t("panel.step", lang, step=state.step, total=state.total_steps or "?")]
-    if state.epochs:
+    if state.epochs and state.kind != "slider":  # a slider job's "epochs" are its trainings: the stage line says which
         stats.append(t("panel.epoch", lang, epoch=max(1, state.epoch) if state.step else state.epoch,
                        epochs=state.epochs))
     if state.sec_per_step:
@@ -56,13 +57,49 @@ def render_progress(state: ViewState, lang: str) -> str:
     if state.device:
         stats.append(t("panel.device", lang, value=state.device))
     bar_class = {"completed": "done", "failed": "failed", "stopped": "stopped"}.get(state.status, "running")
-    return (
+    return (render_stage(state, lang) +
         f'<div class="lg-progress {bar_class}" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
         f'aria-valuenow="{pct}" data-step="{state.step}" data-total="{state.total_steps}">'
         f'<div class="lg-progress-fill" style="width:{pct}%"></div>'
         f'<span class="lg-progress-text">{pct} %</span></div>'
         f'<div class="lg-progress-stats">{" · ".join(esc(s) for s in stats)}</div>'
     )
+
+
+STAGE_SIDE = re.compile(r"^train (?P<pair>.+)/(?P<side>low|high)$")
+
+
+def stage_text(state: ViewState, lang: str) -> str:
+    """What the current stage of a multi-stage job is: "LoRA 2 of 6: front / high" for a training of a
+    known plan, else "Stage 3 of 5: SVD merge". Empty for single-stage jobs (no `stage` events)."""
+    stage = state.stage
+    if not stage:
+        return ""
+    index, count, kind, name = stage.get("index") or 0, stage.get("count") or 0, stage.get("kind") or "", \
+        str(stage.get("name") or "")
+    if kind == "train":
+        trainings = [s for s in state.stage_plan if s.get("kind") == "train"]
+        planned = next((s for s in trainings if s.get("name") == name), None)
+        match = STAGE_SIDE.match(name)
+        pair = (planned or {}).get("pair") or (match.group("pair") if match else "")
+        side = (planned or {}).get("side") or (match.group("side") if match else "")
+        if pair and side:
+            what = t("stage.pair_side", lang, pair=pair, side=t(f"stage.side_{side}", lang))
+            if planned is not None:
+                return t("stage.lora", lang, index=trainings.index(planned) + 1, count=len(trainings), what=what)
+            return t("stage.generic", lang, index=index, count=count, name=t("stage.kind_train", lang) + " " + what)
+    label = t(f"stage.kind_{kind}", lang) if i18n.has(f"stage.kind_{kind}", "en") else name
+    return t("stage.generic", lang, index=index, count=count, name=label)
+
+
+def render_stage(state: ViewState, lang: str) -> str:
+    text = stage_text(state, lang)
+    if not text or state.finished:
+        return ""
+    stage = state.stage or {}
+    return (f'<div class="lg-stage" data-stage-index="{esc(stage.get("index"))}" '
+            f'data-stage-count="{esc(stage.get("count"))}" data-stage-kind="{esc(stage.get("kind"))}">'
+            f'▸ {esc(text)}</div>')
 
 
 # ---- loss chart ------------------------------------------------------------------------------
@@ -160,7 +197,16 @@ def gallery_items(state: ViewState, lang: str, limit: int = 60) -> list[tuple[st
 
 # ---- saved files -----------------------------------------------------------------------------
 KIND_KEYS = {"epoch": "file.kind_epoch", "step": "file.kind_step", "final": "file.kind_final",
-             "stopped": "file.kind_stopped", "state": "file.kind_state", "last": "file.kind_final"}
+             "stopped": "file.kind_stopped", "state": "file.kind_state", "last": "file.kind_final",
+             "intermediate": "file.kind_intermediate"}
+
+
+def _shown_name(path: str, output_dir: str) -> str:
+    """The file name; a file in a subfolder of the output folder (a slider's work files) with that subfolder."""
+    try:
+        return Path(path).relative_to(output_dir).as_posix() if output_dir else Path(path).name
+    except ValueError:
+        return Path(path).name
 
 
 def render_files(state: ViewState, lang: str) -> str:
@@ -170,7 +216,7 @@ def render_files(state: ViewState, lang: str) -> str:
         return f'<div class="lg-files-empty">{esc(t("panel.no_files", lang))}</div>'
     rows = []
     for f in state.saved:
-        name = Path(f.path).name
+        name = _shown_name(f.path, state.output_dir)
         kind = t(KIND_KEYS[f.kind], lang) if f.kind in KIND_KEYS else f.kind
         size = format_size(f.size_bytes) if f.size_bytes else "—"
         where = t("file.at_step", lang, step=f.step) if f.step is not None else ""
@@ -186,7 +232,7 @@ def render_files(state: ViewState, lang: str) -> str:
 # ---- status ----------------------------------------------------------------------------------
 def _final_file(state: ViewState) -> Optional[str]:
     for f in reversed(state.saved):
-        if f.kind != "state":
+        if f.kind not in ("state", "intermediate"):
             return f.path
     return None
 

@@ -16,19 +16,25 @@ from lora_gui.form import FIELDS, config_to_values, values_to_dict
 from lora_gui.jobs import JobManager
 from lora_gui.page import Page
 from lora_gui.panel_view import esc
-from lora_gui.tabs import advanced, config_bar, folders, parameters, samples, source_model, training_panel
+from lora_gui.tabs import (advanced, config_bar, folders, parameters, samples, slider, source_model, training_panel,
+                           utilities)
+from lora_gui.tools_runner import ToolRunner
 from trainer.config import TABS, TrainConfig
 
 CSS_PATH = Path(__file__).resolve().parent / "style.css"
 JS_PATH = Path(__file__).resolve().parent / "page.js"  # run once when the page loads (launch(js=...))
 TAB_BUILDERS = {"source_model": source_model.build, "folders": folders.build, "parameters": parameters.build,
                 "advanced": advanced.build, "samples": samples.build}
+# after the training tabs (kohya order): the slider wizard, then the LoRA toolbox
+EXTRA_TABS = {"slider": slider.build, "utilities": utilities.build}
 
 
 def build_app(*, initial: TrainConfig, initial_preset: str, manager: JobManager, lang: str = "en",
-              follow_browser: bool = True, remote_warning: str = "") -> gr.Blocks:
+              follow_browser: bool = True, remote_warning: str = "", tools: Optional[ToolRunner] = None) -> gr.Blocks:
     """Build the Blocks. `initial` fills the form; with `follow_browser` the page switches to the
-    browser's language (Accept-Language, or ?lang=ja in the address) when it opens."""
+    browser's language (Accept-Language, or ?lang=ja in the address) when it opens. `tools` runs the
+    Utilities tab's tools (one at a time, server-wide)."""
+    tools = tools if tools is not None else ToolRunner()
     page = Page(lang=lang, values={s.name: getattr(initial, s.name) for s in FIELDS},
                 family=model_family(initial.pretrained_model_name_or_path))
     with gr.Blocks(title="LoRA GUI", analytics_enabled=False, fill_width=True) as demo:
@@ -38,8 +44,13 @@ def build_app(*, initial: TrainConfig, initial_preset: str, manager: JobManager,
             for tab in TABS:
                 with page.text(gr.Tab(page.t(f"tab.{tab}"), id=tab, elem_id=f"tab-{tab}"), label=f"tab.{tab}"):
                     TAB_BUILDERS[tab](page)
+            for tab, build_tab in EXTRA_TABS.items():
+                with page.text(gr.Tab(page.t(f"tab.{tab}"), id=tab, elem_id=f"tab-{tab}"), label=f"tab.{tab}"):
+                    build_tab(page)
         training_panel.build(page)
         _wire(demo, page, manager, lang_box, follow_browser)
+        slider.wire(page, manager, lang_box, demo)
+        utilities.wire(page, tools, lang_box)
     manager.add_start_hook(lambda folder: _allow_path(demo, folder))
     return demo
 

@@ -10,7 +10,11 @@ import pytest
 
 from lora_gui import engine, i18n
 from lora_gui.form import sections_for_tab
+from lora_gui.slider_form import FIELDS as SLIDER_FIELDS
 from lora_gui.tabs.parameters import GROUPS
+from lora_gui.tool_args import DYNAMIC_METHODS, TOOLS
+from lora_gui.tool_view import TABLE_COLUMNS
+from trainer.slider import METHODS
 from lora_gui.tabs.source_model import QUICK_PICKS
 from trainer.config import TABS, TrainConfig
 
@@ -27,7 +31,7 @@ def _keys_used_in_code() -> set[str]:
     pattern = re.compile(r"""(?:\bt\(|i18n\.t\(|page\.t\(|\b(?:label|info|value|placeholder)=)\s*["']([a-z_]+\.[a-z_0-9]+)["']""")
     for path in sources:
         keys |= set(pattern.findall(path.read_text(encoding="utf-8")))
-    keys |= set(re.findall(r'"((?:job|preset|prepare|print|start|file)\.[a-z_]+)"',
+    keys |= set(re.findall(r'"((?:job|preset|prepare|print|start|file|tools|tool_err|slider|stage)\.[a-z_]+)"',
                            "\n".join(p.read_text(encoding="utf-8") for p in sources)))
     namespaces = {k.split(".")[0] for k in EN["ui"]}
     return {k for k in keys if k.split(".")[0] in namespaces}  # e.g. the label "run.json" is not a key
@@ -41,6 +45,14 @@ def _dynamic_keys() -> set[str]:
              "model_kind.hub"}
     keys |= {f"section.{tab}.{section}" for tab in TABS for section, _ in sections_for_tab(tab) if section != "basic"}
     keys |= {key for key, _ in GROUPS}
+    # the slider wizard and the LoRA toolbox (lora_gui/tabs/slider.py, utilities.py, tool_view.py)
+    keys |= {"tab.slider", "tab.utilities", "intro.slider", "intro.utilities", "file.kind_intermediate"}
+    keys |= {f"tools.{tool}{suffix}" for tool in TOOLS for suffix in ("", "_intro")} | {f"tools.run_{t}" for t in TOOLS}
+    keys |= {f"tools.method_{m}" for m in DYNAMIC_METHODS} | {f"tools.{c}" for c in TABLE_COLUMNS}
+    keys |= {f"slider_{kind}.{name}" for kind in ("field", "help") for name in SLIDER_FIELDS}
+    keys |= {f"slider.method_{m}" for m in METHODS}
+    keys |= {f"slider.section_{s}" for s in ("training", "merge", "paired", "preview")}
+    keys |= {f"stage.kind_{k}" for k in ("train", "merge", "resize", "preview")} | {"stage.side_low", "stage.side_high"}
     return keys
 
 

@@ -177,3 +177,15 @@ def test_file_api_output_rules(loras, tmp_path):
     assert read_lora_file(existing).modules and report.output == str(existing)
     report = resize_file(a, tmp_path / "nosuffix", 2)
     assert report.output.endswith("nosuffix.safetensors")
+
+
+def test_cli_progress_lines_for_programs(loras, tmp_path):
+    """--progress_lines: machine-readable `PROGRESS done/total` lines on stderr (the GUI's progress bar)."""
+    a, _ = loras
+    proc = inproc("resize", "--model", str(a), "--new_rank", "2", "--save_to", str(tmp_path / "r.safetensors"),
+                  "--progress_lines")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("PROGRESS ")]
+    assert lines and lines[-1] == "PROGRESS 4/4"
+    quiet = inproc("resize", "--model", str(a), "--new_rank", "2", "--save_to", str(tmp_path / "q.safetensors"))
+    assert "PROGRESS" not in quiet.stderr  # without the flag (and no TTY): nothing

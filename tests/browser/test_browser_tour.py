@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from gui_helpers import pick, set_field
 
-TABS = ("source_model", "folders", "parameters", "advanced", "samples")
+TABS = ("source_model", "folders", "parameters", "advanced", "samples", "slider", "utilities")
 ADVANCED_TITLES = {"en": ("Network: which parts are trained", "Memory and speed", "Buckets",
                           "Augmentation and captions", "Noise, loss and timesteps", "Saving and resuming"),
                    "ja": ("ネットワーク（学習する部分）", "メモリと速度", "バケット", "水増しとキャプション",

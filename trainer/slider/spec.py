@@ -358,8 +358,10 @@ def _coerce_pairs(raw: Any) -> list[SliderPair]:
 
 def _resolve_paths(key: str, value: Any, base: Path) -> Any:
     def resolve(text: str) -> str:
+        if not text:
+            return text  # empty means "the default"; Path("") would become "."
         p = Path(text).expanduser()
-        return str(p if not text or p.is_absolute() else base / p)
+        return str(p if p.is_absolute() else base / p)
 
     if key == "pairs":
         return [SliderPair(resolve(p.low), resolve(p.high), p.name) for p in value]

@@ -88,3 +88,43 @@ def test_merge_into_checkpoint(tiny_sd1, tmp_path):
     for name, weight in merged.items():
         expected = base[name] + (modules[name].delta_weight(0.8) if name in modules else 0.0)
         assert torch.allclose(weight, expected, atol=1e-6), name
+
+
+def test_checkpoint_merge_equals_diffusers_lora(tiny_sd1, tmp_path):
+    """merge --sd_model gives the same UNet and text-encoder outputs as diffusers applying the LoRA."""
+    from diffusers import StableDiffusionPipeline
+
+    from trainer.config import TrainConfig
+    from trainer.families import load_model
+    from trainer.network.lora import LoraNetwork, NetworkSpec
+
+    family, comp = load_model(TrainConfig(pretrained_model_name_or_path=str(tiny_sd1)))
+    network = LoraNetwork.inject(family, comp, NetworkSpec(rank=4, alpha=2.0, conv_rank=2, conv_alpha=1.0))
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in network.trainable_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    lora_path = tmp_path / "lora.safetensors"
+    write_lora_file(lora_path, network.to_lora_file({}), save_precision="float")
+
+    merged_path = tmp_path / "merged.safetensors"
+    tools("merge", "--sd_model", str(tiny_sd1), "--models", str(lora_path), "--ratios", "1.0",
+          "--save_precision", "float", "--save_to", str(merged_path))
+    _, merged = load_model(TrainConfig(pretrained_model_name_or_path=str(merged_path)))
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd1, safety_checker=None, requires_safety_checker=False)
+    ids = pipe.tokenizer(["a red disc"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        base_te = pipe.text_encoder(ids)[0]
+    pipe.load_lora_weights(str(lora_path))
+
+    latents = torch.randn(1, 4, 8, 8, generator=gen)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        te_ref = pipe.text_encoder(ids)[0]
+        te_ours = merged.text_encoders[0](ids)[0]
+        unet_ref = pipe.unet(latents, t, encoder_hidden_states=te_ref).sample
+        unet_ours = merged.unet(latents, t, encoder_hidden_states=te_ref).sample
+    assert not torch.allclose(te_ref, base_te, atol=1e-4)  # the LoRA really changes the model
+    assert torch.allclose(te_ours, te_ref, atol=1e-5)
+    assert torch.allclose(unet_ours, unet_ref, atol=1e-5)

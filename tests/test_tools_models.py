@@ -128,3 +128,24 @@ def test_checkpoint_merge_equals_diffusers_lora(tiny_sd1, tmp_path):
     assert not torch.allclose(te_ref, base_te, atol=1e-4)  # the LoRA really changes the model
     assert torch.allclose(te_ours, te_ref, atol=1e-5)
     assert torch.allclose(unet_ours, unet_ref, atol=1e-5)
+
+
+def test_merge_into_checkpoint_as_diffusers_folder(tiny_sd1, tmp_path):
+    base = module_weights(load_base_model(tiny_sd1), conv=True)
+    name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    w = base[name]
+    gen = torch.Generator().manual_seed(2)
+    module = LoraModule(name, torch.randn(2, w.shape[1], generator=gen), torch.randn(w.shape[0], 2, generator=gen), 2.0)
+    lora_path = tmp_path / "one.safetensors"
+    write_lora_file(lora_path, LoraFile({name: module}, {}), save_precision="float")
+    out = tmp_path / "merged-folder"
+    tools("merge", "--sd_model", str(tiny_sd1), "--models", str(lora_path), "--ratios", "0.5",
+          "--save_as", "diffusers", "--save_to", str(out))
+    assert (out / "model_index.json").is_file() and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    merged = module_weights(load_base_model(out), conv=True)
+    assert torch.allclose(merged[name], w + module.delta_weight(0.5), atol=1e-6)
+    # an existing folder is never replaced
+    proc = subprocess.run([sys.executable, "-m", "trainer.tools", "merge", "--sd_model", str(tiny_sd1), "--models",
+                           str(lora_path), "--ratios", "0.5", "--save_as", "diffusers", "--save_to", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1 and "already exists" in proc.stderr

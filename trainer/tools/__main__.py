@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sd_model", default=None, help="merge into this base model; --save_to is then a checkpoint")
     p.add_argument("--v2", action="store_true", help="with --sd_model: the base is SD2 (detected from the files too)")
     p.add_argument("--v_parameterization", action="store_true", help="with --sd_model: v-prediction base")
+    p.add_argument("--save_as", choices=("single_file", "diffusers"), default="single_file",
+                   help="with --sd_model: write one .safetensors/.ckpt file, or a diffusers folder at --save_to")
     _common(p)
 
     p = sub.add_parser("svd_merge", help="merge, then re-factorise to a fixed rank by SVD")
@@ -128,7 +130,8 @@ def run(args: argparse.Namespace) -> None:
 
             _finish(merge_into_model_file(args.sd_model, args.models, args.ratios, args.save_to, v2=args.v2,
                                           v_parameterization=args.v_parameterization,
-                                          save_precision=args.save_precision, overwrite=args.overwrite), args)
+                                          save_precision=args.save_precision, overwrite=args.overwrite,
+                                          save_as=args.save_as), args)
             return
         from trainer.tools.merge import merge_files
 

@@ -60,6 +60,19 @@ def check_output_path(save_to: str | os.PathLike, inputs: Iterable[str | os.Path
     return path
 
 
+def check_output_folder(save_to: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> Path:
+    """A diffusers folder to create: it must not exist yet (a folder is never replaced) nor be an input."""
+    path = Path(save_to)
+    if not path.name:
+        raise ToolError("--save_to must name a folder")
+    for src in inputs:
+        if _same_file(path, Path(src)):
+            raise ToolError(f"--save_to {path} is one of the inputs; refusing to overwrite an input")
+    if path.exists():
+        raise OutputExistsError(f"{path} already exists; choose a new folder name")
+    return path
+
+
 def read_lora(path: str | os.PathLike) -> LoraFile:
     p = Path(path)
     if not p.is_file():

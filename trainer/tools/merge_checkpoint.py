@@ -16,8 +16,8 @@ import torch
 from trainer.network.kohya_format import LoraFile
 from trainer.tools import metadata as md
 from trainer.tools.errors import ToolError
-from trainer.tools.files import check_output_path, normalize_precision, read_lora
-from trainer.tools.models import LoadedModel, load_base_model, lora_layers, save_model
+from trainer.tools.files import check_output_folder, check_output_path, normalize_precision, read_lora
+from trainer.tools.models import LoadedModel, load_base_model, lora_layers, save_model, save_model_folder
 from trainer.tools.report import ToolReport
 
 
@@ -74,18 +74,26 @@ def merge_into_model_file(
     v_parameterization: bool = False,
     save_precision: str = "float",
     overwrite: bool = False,
+    save_as: str = "single_file",
 ) -> ToolReport:
-    """Load `sd_model`, merge the LoRA files into it, write a single-file checkpoint to `save_to`."""
+    """Load `sd_model`, merge the LoRA files into it, write a single-file checkpoint (or, with
+    save_as="diffusers", a diffusers folder) to `save_to`."""
     t0 = time.perf_counter()
     precision = normalize_precision(save_precision)
-    out = check_output_path(save_to, [sd_model, *models], overwrite=overwrite)
-    if out.suffix.lower() not in (".safetensors", ".ckpt"):
-        raise ToolError(f"--save_to {out}: a merged checkpoint is written as .safetensors or .ckpt")
+    if save_as == "diffusers":
+        out = check_output_folder(save_to, [sd_model, *models])
+    else:
+        out = check_output_path(save_to, [sd_model, *models], overwrite=overwrite)
+        if out.suffix.lower() not in (".safetensors", ".ckpt"):
+            raise ToolError(f"--save_to {out}: a merged checkpoint is written as .safetensors or .ckpt")
     loras = [read_lora(p) for p in models]
     titles = [md.title_of(p, lf.metadata) for p, lf in zip(models, loras)]
     model = load_base_model(sd_model, v2=v2, v_parameterization=v_parameterization)
     report = merge_into_model(model, loras, ratios, titles=titles)
-    save_model(model, out, save_precision=precision)
+    if save_as == "diffusers":
+        save_model_folder(model, out, save_precision=precision)
+    else:
+        save_model(model, out, save_precision=precision)
     report.output, report.elapsed_s = str(out), time.perf_counter() - t0
     report.settings["save_precision"] = precision
     return report

@@ -93,3 +93,29 @@ def save_model(model: LoadedModel, path: str | os.PathLike, *, save_precision: s
         scheduler=SimpleNamespace(config=dict(comp.scheduler_config)),
     )
     return save_single_file(parts, Path(path), model.family_id())
+
+
+def save_model_folder(model: LoadedModel, path: str | os.PathLike, *, save_precision: str = "float") -> Path:
+    """Write the model as a diffusers folder, built under a temporary name and renamed when complete."""
+    import shutil
+    import tempfile
+
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    dtype = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[save_precision]
+    comp = model.comp
+    for part in (comp.unet, comp.vae, comp.text_encoder):
+        part.to(dtype)
+    pipe = StableDiffusionPipeline(vae=comp.vae, text_encoder=comp.text_encoder, tokenizer=comp.tokenizer,
+                                   unet=comp.unet, scheduler=DDIMScheduler.from_config(dict(comp.scheduler_config)),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -471,19 +471,11 @@ class Trainer:
             self.maybe_sample(step=pos.global_step, epoch=pos.epoch)
 
     def _optimizer_step(self, params: list[torch.nn.Parameter]) -> None:
-        if self.grad_scaler is not None:
-            self.grad_scaler.unscale_(self.optimizer)
-        if self.cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
-        if self.grad_scaler is not None:
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            self.optimizer.step()
-        self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.cfg.scale_weight_norms > 0:
-            self.network.apply_max_norm(self.cfg.scale_weight_norms)
+        from trainer.training.step import optimizer_step
+
+        optimizer_step(self.optimizer, self.lr_scheduler, params, grad_scaler=self.grad_scaler,
+                       max_grad_norm=self.cfg.max_grad_norm, network=self.network,
+                       scale_weight_norms=self.cfg.scale_weight_norms)
 
     def _stopped(self) -> str:
         pos = self.position

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from trainer.fileio import same_path
+
+
 TOOLS = ("inspect", "merge", "svd_merge", "resize", "extract")
 MAX_MODELS = 4  # model + ratio rows of the merge forms (as kohya's GUI)
 PRECISIONS = ("float", "fp16", "bf16")
@@ -109,15 +112,6 @@ def _input_model(args: ToolArgs, form: dict[str, Any], name: str) -> str:
     return path
 
 
-def _same(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
 def _output(args: ToolArgs, form: dict[str, Any], inputs: list[str], *,
             suffixes: tuple[str, ...] = LORA_SUFFIXES) -> str:
     """--save_to: named, a supported suffix (none: .safetensors, as the tool adds), not an input,
@@ -137,7 +131,7 @@ def _output(args: ToolArgs, form: dict[str, Any], inputs: list[str], *,
         args.problems.append(Problem("save_to", "tool_err.bad_suffix",
                                      {"suffix": path.suffix, "allowed": " ".join(suffixes)}))
         return text
-    if any(src and _same(path, Path(src)) for src in inputs):
+    if any(src and same_path(path, Path(src)) for src in inputs):
         args.problems.append(Problem("save_to", "tool_err.save_to_is_input", {"path": str(path)}))
     elif path.is_dir():
         args.problems.append(Problem("save_to", "tool_err.save_to_folder", {"path": str(path)}))
@@ -245,7 +239,7 @@ def build_extract(form: dict[str, Any]) -> ToolArgs:
     args = ToolArgs("extract")
     org = _input_model(args, form, "model_org")
     tuned = _input_model(args, form, "model_tuned")
-    if org and tuned and Path(org).exists() and Path(tuned).exists() and _same(Path(org), Path(tuned)):
+    if org and tuned and Path(org).exists() and Path(tuned).exists() and same_path(Path(org), Path(tuned)):
         args.problems.append(Problem("model_tuned", "tool_err.same_models"))
     dim = _number(args, form, "dim", integer=True, minimum=1)
     conv_dim = _number(args, form, "conv_dim", integer=True, optional=True, minimum=1)

@@ -53,3 +53,14 @@ def atomic_write_with(path: Path, writer: Callable[[Path], None], *, exclusive: 
     """Let `writer(tmp_path)` produce the file (e.g. safetensors.save_file), then rename it."""
     with atomic_path(path, exclusive=exclusive) as tmp:
         writer(tmp)
+
+
+def same_path(a: Path, b: Path) -> bool:
+    """True when two paths name the same file or folder (symlinks and '..' resolved)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()

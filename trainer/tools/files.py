@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional
 
-from trainer.fileio import OutputExistsError
+from trainer.fileio import OutputExistsError, same_path
 from trainer.network.kohya_format import LoraFile, read_lora_file, write_lora_file
 from trainer.tools.errors import ToolError
 
@@ -30,15 +30,6 @@ def normalize_precision(value: Optional[str]) -> str:
     return value
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
 def check_output_path(save_to: str | os.PathLike, inputs: Iterable[str | os.PathLike], *, overwrite: bool) -> Path:
     """Validate --save_to before any work is done; returns the path to write.
 
@@ -51,7 +42,7 @@ def check_output_path(save_to: str | os.PathLike, inputs: Iterable[str | os.Path
             raise ToolError(f"--save_to {path}: unsupported suffix", hint="use .safetensors (or .ckpt/.pt/.pth)")
         path = path.with_name(path.name + ".safetensors")
     for src in inputs:
-        if _same_file(path, Path(src)):
+        if same_path(path, Path(src)):
             raise ToolError(f"--save_to {path} is one of the input files; refusing to overwrite an input")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
@@ -66,7 +57,7 @@ def check_output_folder(save_to: str | os.PathLike, inputs: Iterable[str | os.Pa
     if not path.name:
         raise ToolError("--save_to must name a folder")
     for src in inputs:
-        if _same_file(path, Path(src)):
+        if same_path(path, Path(src)):
             raise ToolError(f"--save_to {path} is one of the inputs; refusing to overwrite an input")
     if path.exists():
         raise OutputExistsError(f"{path} already exists; choose a new folder name")

@@ -16,7 +16,7 @@ import torch
 from trainer.families.base import Components, LoraRoot, ModelFamily, XformersUnavailableError
 from trainer.families.detect import ModelInfo, ModelPathError
 from trainer.families.single_file import bundled_config_dir, load_single_file_components, load_vae, read_checkpoint
-from trainer.families.tokenizers import load_clip_tokenizer
+from trainer.families.tokenizers import load_model_tokenizer
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -60,11 +60,14 @@ class StableDiffusionFamily(ModelFamily):
         for model in (unet, vae, text_encoder):
             model.requires_grad_(False)
 
+        # A diffusers folder's own tokenizer (its text encoder is sized for it); single files get the bundled one.
+        tokenizer = load_model_tokenizer(info.path, "tokenizer", text_encoder, pad_token=self.pad_token,
+                                         from_folder=info.kind != "single_file")
         comp = Components(
             unet=unet,
             vae=vae,
             text_encoders=[text_encoder],
-            tokenizers=[load_clip_tokenizer(pad_token=self.pad_token)],
+            tokenizers=[tokenizer],
             scheduler_config=self.scheduler_config(bool(info.v_parameterization)),
             info=info,
         )

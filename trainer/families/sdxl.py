@@ -30,7 +30,7 @@ from trainer.families.single_file import (
     load_vae,
     read_checkpoint,
 )
-from trainer.families.tokenizers import load_clip_tokenizer
+from trainer.families.tokenizers import load_model_tokenizer
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionXLPipeline
@@ -64,7 +64,8 @@ class SDXLFamily(StableDiffusionFamily):
     def load(self, cfg: "TrainConfig", info: ModelInfo) -> Components:
         """fp32 components on the CPU, frozen, with SDPA attention; cfg.vae replaces the VAE.
 
-        The tokenizers are always the bundled CLIP BPE (the second pads with "!" like OpenCLIP).
+        A diffusers folder's tokenizer/ and tokenizer_2/ are used when it has them; otherwise (and for single
+        files) the bundled CLIP BPE (the second pads with "!" like OpenCLIP).
         """
         if info.kind == "single_file":
             state_dict, configs = read_checkpoint(info.path)
@@ -77,11 +78,14 @@ class SDXLFamily(StableDiffusionFamily):
         for model in (unet, vae, te1, te2):
             model.requires_grad_(False)
 
+        from_folder = info.kind != "single_file"
+        tokenizers = [load_model_tokenizer(info.path, subfolder, te, pad_token=pad, from_folder=from_folder)
+                      for subfolder, te, pad in (("tokenizer", te1, "<|endoftext|>"), ("tokenizer_2", te2, "!"))]
         comp = Components(
             unet=unet,
             vae=vae,
             text_encoders=[te1, te2],
-            tokenizers=[load_clip_tokenizer(pad_token="<|endoftext|>"), load_clip_tokenizer(pad_token="!")],
+            tokenizers=tokenizers,
             scheduler_config=self.scheduler_config(bool(info.v_parameterization)),
             info=info,
             extras={LORA_TEXT_ENCODERS: (bool(getattr(cfg, "network_train_text_encoder_1", True)),

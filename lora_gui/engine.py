@@ -177,7 +177,14 @@ class DatasetSummary:
     by_steps: bool = False  # max_train_steps decides the length
     caption_extension: str = ""
     caption_file_counts: dict[str, int] = field(default_factory=dict)
+    converted: list[tuple[str, list[dict]]] = field(default_factory=list)  # ("10_x/a.png", [{code, params, message}])
+    skipped: list[tuple[str, str, str, str]] = field(default_factory=list)  # (file, reason, detail, message)
     error: str = ""
+
+
+def _short(path: Path) -> str:
+    """A dataset file as '<subfolder>/<name>', which is what the summary lists."""
+    return f"{path.parent.name}/{path.name}"
 
 
 def dataset_summary(cfg: TrainConfig, scan: Any = None) -> Optional[DatasetSummary]:
@@ -196,6 +203,8 @@ def dataset_summary(cfg: TrainConfig, scan: Any = None) -> Optional[DatasetSumma
         loose_images=len(scan.train.loose_images),
         caption_extension=cfg.caption_extension,
         caption_file_counts=dict(scan.train.caption_file_counts),
+        converted=[(_short(c.path), [n.to_json() for n in c.notes]) for c in scan.converted],
+        skipped=[(_short(k.path), k.reason, k.detail, k.message) for k in scan.skipped],
         batch_size=cfg.train_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         by_steps=cfg.max_train_steps > 0,
     )
@@ -227,6 +236,19 @@ def load_any_config(data: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
 
         return engine_load(data)
     return TrainConfig.from_dict(data), []
+
+
+def is_kohya_config(data: dict[str, Any]) -> bool:
+    from trainer.kohya_import import looks_like_kohya_config
+
+    return looks_like_kohya_config(data)
+
+
+def kohya_fields(data: dict[str, Any]) -> frozenset[str]:
+    """The fields a kohya_ss GUI config sets (blank ones included: they mean the default)."""
+    from trainer.kohya_import import kohya_fields as engine_fields
+
+    return frozenset(engine_fields(data))
 
 
 def engine_command(run_json: Path) -> list[str]:

@@ -1,8 +1,9 @@
-"""Presets: the engine's flat JSON (TrainConfig.to_dict) in presets/, uploads and downloads.
+"""Presets: the engine's flat JSON (TrainConfig.to_dict), uploads and downloads.
 
-Paths inside the app folder are stored relative to it ('./demo/img') and resolved on load,
-so the shipped presets work wherever the app is unpacked. kohya_ss GUI configs load too,
-through the engine's importer, which lists what it could not map.
+The shipped presets (presets/) are read-only; the page saves the user's own in presets/user/,
+and never replaces one without being told to. Paths inside the app folder are stored relative
+to it ('./demo/img') and resolved on load, so presets work wherever the app is unpacked.
+kohya_ss GUI configs load too, through the engine's importer, which lists what it could not map.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from lora_gui import APP_DIR, engine
-from lora_gui.paths import relativize_config_paths, resolve_config_paths
+from lora_gui.family import SDXL_ONLY, model_family
+from lora_gui.paths import MODEL_FIELD, relativize_config_paths, resolve_config_paths
 from trainer.config import ConfigError, TrainConfig
 
 PRESET_DIR = Path(os.environ.get("LORA_GUI_PRESETS") or APP_DIR / "presets")  # the env var is for tests
+USER_PRESET_DIR = Path(os.environ.get("LORA_GUI_USER_PRESETS") or PRESET_DIR / "user")
 DEFAULT_PRESET = "cpu_demo"
 _NAME_RE = re.compile(r"^[\w\- .()\u3040-\u30ff\u4e00-\u9fff]{1,80}$")
 
@@ -29,6 +32,16 @@ class LoadedPreset:
     unmapped: list[str] = field(default_factory=list)
     kohya: bool = False
     keys: frozenset[str] = frozenset()  # fields the file sets; the others keep what the form shows
+    sdxl_flag: Optional[bool] = None  # a kohya_ss config's "sdxl" checkbox
+
+
+@dataclass(frozen=True)
+class PresetFolders:
+    shipped: Path  # read-only in the page
+    user: Path  # where "Save as preset" writes
+
+
+FOLDERS = PresetFolders(PRESET_DIR, USER_PRESET_DIR)
 
 
 class PresetError(Exception):
@@ -40,10 +53,26 @@ class PresetError(Exception):
         self.params = params
 
 
-def list_presets(folder: Path = PRESET_DIR) -> list[str]:
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.glob("*.json"))
+def _names(folder: Path) -> set[str]:
+    return {p.stem for p in folder.glob("*.json")} if folder.is_dir() else set()
+
+
+def list_presets(folders: PresetFolders = FOLDERS) -> list[str]:
+    """Shipped and user presets by name (a user file may not shadow a shipped one)."""
+    return sorted(_names(folders.shipped) | _names(folders.user))
+
+
+def is_shipped(name: str, folders: PresetFolders = FOLDERS) -> bool:
+    return name.strip() in _names(folders.shipped)
+
+
+def preset_path(name: str, folders: PresetFolders = FOLDERS) -> Optional[Path]:
+    """The file of preset `name`: the shipped one if there is one, else the user's; None if neither."""
+    for folder in (folders.shipped, folders.user):
+        path = folder / f"{name}.json"
+        if valid_name(name) and path.is_file():
+            return path
+    return None
 
 
 def valid_name(name: str) -> bool:
@@ -54,15 +83,30 @@ def parse_preset(data: Any, base: Path = APP_DIR) -> LoadedPreset:
     """A preset dict (ours or kohya_ss's) as a config with its paths resolved."""
     if not isinstance(data, dict):
         raise PresetError("preset.not_object")
-    kohya = "format_version" not in data and any(k in data for k in ("LoRA_type", "epoch", "max_resolution"))
+    kohya = engine.is_kohya_config(data)
     try:
         cfg, unmapped = engine.load_any_config(data)
     except ConfigError as exc:
         raise PresetError("preset.bad_fields", fields="; ".join(str(e) for e in exc.errors)) from None
     resolved = resolve_config_paths(cfg.to_dict(), base)
     resolved.pop("format_version", None)
-    keys = frozenset(TrainConfig.field_names()) if kohya else frozenset(data) & frozenset(TrainConfig.field_names())
-    return LoadedPreset(TrainConfig.from_dict(resolved), list(unmapped), kohya, keys)
+    keys = engine.kohya_fields(data) if kohya else frozenset(data) & frozenset(TrainConfig.field_names())
+    sdxl_flag = data["sdxl"] if kohya and isinstance(data.get("sdxl"), bool) else None
+    return LoadedPreset(TrainConfig.from_dict(resolved), list(unmapped), kohya, keys, sdxl_flag)
+
+
+def made_for_sdxl(loaded: LoadedPreset) -> bool:
+    """The preset is for SDXL only when it says so: its model is SDXL, a kohya_ss config has its SDXL
+    box ticked, or it sets an SDXL-only option away from its default. (Saved presets list every
+    field, SDXL-only ones included, so merely naming one proves nothing.)"""
+    if loaded.sdxl_flag is not None:
+        return loaded.sdxl_flag
+    if MODEL_FIELD in loaded.keys:
+        family = model_family(loaded.config.pretrained_model_name_or_path)
+        if family:
+            return family == "sdxl"
+    defaults = TrainConfig()
+    return any(name in loaded.keys and getattr(loaded.config, name) != getattr(defaults, name) for name in SDXL_ONLY)
 
 
 def read_preset_file(path: Path, base: Path = APP_DIR) -> LoadedPreset:
@@ -75,9 +119,9 @@ def read_preset_file(path: Path, base: Path = APP_DIR) -> LoadedPreset:
     return parse_preset(data, base)
 
 
-def load_preset(name: str, folder: Path = PRESET_DIR) -> LoadedPreset:
-    path = folder / f"{name}.json"
-    if not path.is_file():
+def load_preset(name: str, folders: PresetFolders = FOLDERS) -> LoadedPreset:
+    path = preset_path(name, folders)
+    if path is None:
         raise PresetError("preset.missing", name=name)
     return read_preset_file(path)
 
@@ -87,12 +131,17 @@ def preset_json(cfg: TrainConfig) -> str:
     return json.dumps(relativize_config_paths(cfg.to_dict()), indent=2, ensure_ascii=False) + "\n"
 
 
-def save_preset(name: str, cfg: TrainConfig, folder: Path = PRESET_DIR) -> Path:
+def save_preset(name: str, cfg: TrainConfig, folders: PresetFolders = FOLDERS, *, overwrite: bool = False) -> Path:
+    """Write a user preset. A shipped name is refused; an existing user preset only with `overwrite`."""
     name = name.strip()
     if not valid_name(name):
         raise PresetError("preset.bad_name", name=name)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
+    if is_shipped(name, folders):
+        raise PresetError("preset.shipped_read_only", name=name)
+    path = folders.user / f"{name}.json"
+    if path.exists() and not overwrite:
+        raise PresetError("preset.exists", name=name, path=str(path))
+    folders.user.mkdir(parents=True, exist_ok=True)
     from trainer.fileio import atomic_write_text
 
     atomic_write_text(path, preset_json(cfg))

@@ -67,29 +67,89 @@ def test_loading_an_sdxl_preset_for_another_model_says_so():
     assert "SDXL" not in _loaded_message(presets.load_preset("sd15_character"), "sd15_character", "en", "")
 
 
+def test_presets_saved_from_an_sd1_form_are_not_called_sdxl(tmp_path):
+    from lora_gui.form import build_config, config_to_values
+    from lora_gui.tabs.config_bar import _loaded_message
+
+    # what "Save as preset" writes for an SD 1.x form: every field, the SDXL-only ones included
+    cfg, errors = build_config(config_to_values(TrainConfig(
+        pretrained_model_name_or_path="stable-diffusion-v1-5/stable-diffusion-v1-5", network_dim=16)))
+    assert not errors
+    path = tmp_path / "sd1.json"
+    path.write_text(presets.preset_json(cfg), encoding="utf-8")
+    loaded = presets.read_preset_file(path)
+    assert not presets.made_for_sdxl(loaded)
+    assert "SDXL" not in _loaded_message(loaded, "sd1", "en", "")
+    # the same settings without a model, loaded over an SD 1.x model
+    data = json.loads(presets.preset_json(cfg))
+    del data["pretrained_model_name_or_path"]
+    assert not presets.made_for_sdxl(presets.parse_preset(data))
+    # an SDXL-only option away from its default does make it an SDXL preset
+    data["cache_text_encoder_outputs"] = True
+    assert presets.made_for_sdxl(presets.parse_preset(data))
+
+
+@pytest.mark.parametrize("sdxl", [False, True])
+def test_kohya_sdxl_checkbox_decides_the_family(tmp_path, sdxl):
+    from lora_gui.tabs.config_bar import _loaded_message
+
+    kohya = {"LoRA_type": "Standard", "sdxl": sdxl, "sdxl_no_half_vae": True, "sdxl_cache_text_encoder_outputs": False,
+             "max_resolution": "512,512", "pretrained_model_name_or_path": "runwayml/stable-diffusion-v1-5"}
+    (tmp_path / "kohya.json").write_text(json.dumps(kohya), encoding="utf-8")
+    loaded = presets.read_preset_file(tmp_path / "kohya.json")
+    assert presets.made_for_sdxl(loaded) is sdxl
+    assert ("made for SDXL" in _loaded_message(loaded, "kohya.json", "en", "")) is sdxl
+
+
 def test_parameter_presets_leave_folders_alone():
     loaded = presets.load_preset("sd15_character")
     assert "train_data_dir" not in loaded.keys and "output_dir" not in loaded.keys
     assert "network_dim" in loaded.keys
 
 
+def _folders(tmp_path: Path) -> presets.PresetFolders:
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "cpu_demo.json").write_text('{"format_version": 1, "network_dim": 4}', encoding="utf-8")
+    return presets.PresetFolders(shipped, tmp_path / "user")
+
+
 def test_save_and_load_round_trip(tmp_path):
+    folders = _folders(tmp_path)
     cfg = TrainConfig(pretrained_model_name_or_path=str(APP_DIR / "demo" / "tiny-sd1"), train_data_dir="/data/img",
                       output_dir=str(tmp_path / "out"), network_dim=16, unet_lr=2e-4, optimizer_type="Lion",
                       sample_prompts="a cat\na dog --w 512")
-    path = presets.save_preset("my preset", cfg, folder=tmp_path)
+    path = presets.save_preset("my preset", cfg, folders)
+    assert path.parent == folders.user  # never among the shipped ones
     data = json.loads(path.read_text(encoding="utf-8"))
     assert data["format_version"] == 1
     assert data["pretrained_model_name_or_path"] == "./demo/tiny-sd1"  # inside the app folder: relative
     assert data["train_data_dir"] == "/data/img"
-    assert presets.list_presets(tmp_path) == ["my preset"]
-    assert presets.load_preset("my preset", folder=tmp_path).config == cfg
+    assert presets.list_presets(folders) == ["cpu_demo", "my preset"]
+    assert presets.load_preset("my preset", folders).config == cfg
+
+
+def test_shipped_presets_are_read_only_and_overwriting_needs_a_yes(tmp_path):
+    folders = _folders(tmp_path)
+    shipped_text = (folders.shipped / "cpu_demo.json").read_text(encoding="utf-8")
+    with pytest.raises(presets.PresetError) as exc:
+        presets.save_preset("cpu_demo", TrainConfig(network_dim=64), folders, overwrite=True)
+    assert exc.value.key == "preset.shipped_read_only"
+    assert (folders.shipped / "cpu_demo.json").read_text(encoding="utf-8") == shipped_text
+    assert not (folders.user / "cpu_demo.json").exists()
+    presets.save_preset("mine", TrainConfig(network_dim=8), folders)
+    with pytest.raises(presets.PresetError) as exc:
+        presets.save_preset("mine", TrainConfig(network_dim=16), folders)
+    assert exc.value.key == "preset.exists"
+    assert presets.load_preset("mine", folders).config.network_dim == 8  # untouched until confirmed
+    presets.save_preset("mine", TrainConfig(network_dim=16), folders, overwrite=True)
+    assert presets.load_preset("mine", folders).config.network_dim == 16
 
 
 @pytest.mark.parametrize("name", ["", "../evil", "a/b", ".hidden"])
 def test_bad_preset_names_are_refused(tmp_path, name):
     with pytest.raises(presets.PresetError):
-        presets.save_preset(name, TrainConfig(), folder=tmp_path)
+        presets.save_preset(name, TrainConfig(), _folders(tmp_path))
 
 
 def test_broken_files_give_messages(tmp_path):

@@ -1,4 +1,8 @@
-"""The configuration bar above the tabs: presets from presets/, save, upload and download JSON."""
+"""The configuration bar above the tabs: presets (shipped and the user's), save, upload and download JSON.
+
+Saving never replaces a preset silently: a shipped name is refused, an existing user preset is
+replaced only after the Overwrite button that appears for it is pressed.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from typing import Any
 import gradio as gr
 
 from lora_gui import i18n, presets
-from lora_gui.family import SDXL_ONLY, model_family
+from lora_gui.family import model_family
 from lora_gui.form import FIELDS, build_config, config_to_values
 from lora_gui.page import Page
 from lora_gui.panel_view import esc
+from lora_gui.sysinfo import xformers_usable
 
 MODEL_FIELD = "pretrained_model_name_or_path"
 EXPORT_DIR = Path(tempfile.gettempdir()) / "lora_gui_exports"
@@ -36,10 +41,13 @@ def build(page: Page, initial_preset: str) -> None:
                                                scale=2, min_width=170), label="config.upload")
             export = page.text(gr.Button(page.t("config.download"), elem_id="preset-download", scale=2, min_width=170),
                                value="config.download")
-        message = gr.HTML("", elem_id="preset-message")
+        with gr.Row(elem_classes=["lg-preset-message-row"]):
+            message = gr.HTML("", elem_id="preset-message")
+            overwrite = page.text(gr.Button(page.t("config.overwrite"), variant="stop", size="sm", visible=False,
+                                            elem_id="preset-overwrite", scale=0, min_width=140), value="config.overwrite")
         file_out = gr.File(visible=False, label="JSON", elem_id="preset-file", interactive=False)
     page.parts.update(preset_dropdown=dropdown, preset_load=load, preset_name=name, preset_save=save,
-                      preset_upload=upload, preset_export=export, preset_message=message, preset_file=file_out)
+                      preset_overwrite=overwrite, preset_upload=upload, preset_export=export, preset_message=message, preset_file=file_out)
 
 
 def _note(text: str, level: str = "ok") -> str:
@@ -50,10 +58,12 @@ def _note(text: str, level: str = "ok") -> str:
 
 def _loaded_message(loaded: presets.LoadedPreset, name: str, lang: str, model_path: str = "") -> str:
     text = i18n.t("config.loaded_kohya" if loaded.kohya else "config.loaded", lang, name=name)
-    # an SDXL preset (it sets SDXL-only options) loaded while the form's model is not SDXL
+    # an SDXL preset loaded while the form's model (after loading) is not SDXL
     path = loaded.config.pretrained_model_name_or_path if MODEL_FIELD in loaded.keys else model_path
-    if any(k in SDXL_ONLY for k in loaded.keys) and model_family(path) != "sdxl":
+    if presets.made_for_sdxl(loaded) and model_family(path) != "sdxl":
         text += " " + i18n.t("config.needs_sdxl", lang)
+    if not xformers_usable() and loaded.config.xformers:
+        text += " " + i18n.t("config.xformers_off", lang)
     if not loaded.unmapped:
         return _note(text)
     items = "".join(f"<li>{esc(u)}</li>" for u in loaded.unmapped)
@@ -62,8 +72,14 @@ def _loaded_message(loaded: presets.LoadedPreset, name: str, lang: str, model_pa
 
 
 def _values(loaded: presets.LoadedPreset) -> list[Any]:
-    """New field values; fields the preset does not mention keep what the form shows."""
-    return [v if spec.name in loaded.keys else gr.skip() for spec, v in zip(FIELDS, config_to_values(loaded.config))]
+    """New field values; fields the preset does not mention keep what the form shows.
+
+    xformers without a usable CUDA + xformers is switched to SDPA here, as the form would do:
+    a disabled field must never arrive holding a value that is refused."""
+    cfg, keys = loaded.config, loaded.keys
+    if cfg.xformers and not xformers_usable():
+        cfg, keys = cfg.replace(xformers=False, sdpa=True), keys | {"xformers", "sdpa"}
+    return [v if spec.name in keys else gr.skip() for spec, v in zip(FIELDS, config_to_values(cfg))]
 
 
 def wire(page: Page, lang_box: Any) -> None:
@@ -88,19 +104,23 @@ def wire(page: Page, lang_box: Any) -> None:
             return skip_fields + [_note(i18n.t(exc.key, lang, **exc.params), "error")]
         return _values(loaded) + [_loaded_message(loaded, path.name, lang, model_path or "")]
 
-    def save_named(*args: Any) -> list[Any]:
+    hidden = gr.update(visible=False)
+
+    def save(args: tuple, overwrite: bool) -> list[Any]:
         values, name, lang = args[:-2], (args[-2] or "").strip(), args[-1]
         cfg, errors = build_config(values)
         if cfg is None:
-            return [gr.skip(), _note(i18n.t("config.cannot_save", lang, count=len(errors)), "error")]
+            return [gr.skip(), _note(i18n.t("config.cannot_save", lang, count=len(errors)), "error"), hidden]
         try:
-            path = presets.save_preset(name, cfg)
+            path = presets.save_preset(name, cfg, overwrite=overwrite)
         except presets.PresetError as exc:
-            return [gr.skip(), _note(i18n.t(exc.key, lang, **exc.params), "error")]
+            ask = exc.key == "preset.exists"  # the Overwrite button replaces it
+            level = "warning" if ask else "error"
+            return [gr.skip(), _note(i18n.t(exc.key, lang, **exc.params), level), gr.update(visible=ask)]
         except OSError as exc:
-            return [gr.skip(), _note(i18n.t("config.save_failed", lang, error=str(exc)), "error")]
+            return [gr.skip(), _note(i18n.t("config.save_failed", lang, error=str(exc)), "error"), hidden]
         return [gr.update(choices=presets.list_presets(), value=path.stem),
-                _note(i18n.t("config.saved", lang, name=path.stem, path=str(path)))]
+                _note(i18n.t("config.saved", lang, name=path.stem, path=str(path))), hidden]
 
     def export(*args: Any) -> list[Any]:
         values, lang = args[:-1], args[-1]
@@ -115,5 +135,9 @@ def wire(page: Page, lang_box: Any) -> None:
     model = page.fields[MODEL_FIELD]
     p["preset_load"].click(load_named, [p["preset_dropdown"], model, lang_box], fields + [p["preset_message"]])
     p["preset_upload"].upload(load_upload, [p["preset_upload"], model, lang_box], fields + [p["preset_message"]])
-    p["preset_save"].click(save_named, fields + [p["preset_name"], lang_box], [p["preset_dropdown"], p["preset_message"]])
+    save_inputs = fields + [p["preset_name"], lang_box]
+    save_outputs = [p["preset_dropdown"], p["preset_message"], p["preset_overwrite"]]
+    p["preset_save"].click(lambda *args: save(args, False), save_inputs, save_outputs)
+    p["preset_overwrite"].click(lambda *args: save(args, True), save_inputs, save_outputs)
+    p["preset_name"].input(lambda: hidden, None, [p["preset_overwrite"]], show_progress="hidden")
     p["preset_export"].click(export, fields + [lang_box], [p["preset_file"], p["preset_message"]])

@@ -60,9 +60,12 @@ def app_url(tmp_path_factory) -> Iterator[str]:
     presets = tmp_path_factory.mktemp("presets")
     for preset in (ROOT / "presets").glob("*.json"):
         shutil.copy(preset, presets / preset.name)
+    os.environ["LORA_GUI_TEST_PRESETS"] = str(presets)  # the tests look at what the app saved there
     port = free_port()
     log = open(tmp_path_factory.mktemp("app") / "app.log", "w", encoding="utf-8")
-    env = dict(os.environ, LORA_GUI_PRESETS=str(presets), PYTHONUNBUFFERED="1")
+    # a private data folder too: the job record of another test session's app is not this one's job
+    env = dict(os.environ, LORA_GUI_PRESETS=str(presets), LORA_GUI_DATA=str(tmp_path_factory.mktemp("data")),
+               PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + START_TIMEOUT

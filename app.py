@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from lora_gui import presets
     from lora_gui.demo import demo_ready, ensure_demo
     from lora_gui.jobs import JobManager
+    from lora_gui.paths import job_record_path
     from lora_gui.tools_runner import ToolRunner
     from lora_gui.ui import CSS_PATH, JS_PATH, build_app
     from trainer.config import TrainConfig
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"preset {args.preset!r} not loaded ({exc.key}); starting with defaults", file=sys.stderr)
         initial, initial_preset = TrainConfig(), ""
 
-    manager = JobManager()
+    manager = JobManager(record_path=job_record_path())  # a restarted server finds its running job
     atexit.register(manager.shutdown)
     tools = ToolRunner()
     atexit.register(tools.shutdown)

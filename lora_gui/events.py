@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from lora_gui.log_noise import without_library_noise
 from trainer.events import EventReader
 
 PARTS = ("progress", "loss", "samples", "files", "log", "status")
@@ -170,7 +171,7 @@ class TailReader:
 
 
 def read_log_tail(path: Path, max_lines: int = 40, max_bytes: int = 16_384) -> str:
-    """The last lines of the engine's stdout/stderr log."""
+    """The last lines of the engine's stdout/stderr log, without known harmless library notes."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, 2)
@@ -184,7 +185,7 @@ def read_log_tail(path: Path, max_lines: int = 40, max_bytes: int = 16_384) -> s
     lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
     if size > max_bytes:
         lines = lines[1:]
-    return "\n".join(lines[-max_lines:]).rstrip()
+    return "\n".join(without_library_noise(lines)[-max_lines:]).rstrip()
 
 
 class StateBox:

@@ -281,6 +281,8 @@ def render_errors(state: ViewState, lang: str) -> str:
         if err.get("code") == "engine_exit":
             message = t("status.engine_exit", lang, code=err.get("exit_code"))
             hint = t("status.engine_exit_hint", lang)
+        elif err.get("code") == "engine_gone":
+            message, hint = t("status.engine_gone", lang), t("status.engine_exit_hint", lang)
         else:
             message, hint = i18n.engine_event_text(err, lang)
             if err.get("field"):

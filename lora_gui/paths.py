@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from lora_gui import APP_DIR
 from trainer.config import iter_field_meta
+
+DATA_ENV = "LORA_GUI_DATA"  # another data folder (tests, a second copy of the app)
+
+
+def data_dir() -> Path:
+    """The app's own state (the job record; later the job queue and history): <app>/data, kept out of git."""
+    return Path(os.environ.get(DATA_ENV) or APP_DIR / "data")
+
+
+def job_record_path() -> Path:
+    """Where the server records its job (pid, files, settings) so a restarted server finds it again."""
+    return data_dir() / "jobs" / "current.json"
+
 
 PATH_FIELDS: tuple[str, ...] = tuple(f.name for f, meta in iter_field_meta() if meta.get("widget") == "path")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from trainer.events import EventWriter, events_path
 cfg = json.loads(Path(sys.argv[sys.argv.index("--config") + 1]).read_text())
 out, name = Path(cfg["output_dir"]), cfg["output_name"]
-mode = cfg.get("training_comment", "")
+mode = cfg.get("training_comment") or cfg.get("prompt", "")  # a training's comment, a slider's prompt
 stop = out / f"{name}.stop"
 import signal
 signal.signal(signal.SIGINT, lambda *a: stop.touch())  # graceful, like the real engine
@@ -187,6 +187,25 @@ def test_a_new_manager_reattaches_to_the_recorded_engine_and_stops_it(tmp_path, 
     assert state.status == "stopped" and (tmp_path / "out" / "job-stopped.safetensors").exists()
     assert read_record(_record(tmp_path)).status == "stopped"
     assert "fake engine starting" in state.log_tail  # the log tail without a Popen handle
+    first.job.proc.popen.wait(timeout=10)
+
+
+def test_a_slider_run_is_recorded_and_reattached_like_a_training(tmp_path, fake_engine, monkeypatch):
+    import trainer.slider
+    from trainer.slider import SliderPair, SliderSpec
+
+    monkeypatch.setattr(trainer.slider, "slider_command", lambda spec: engine.engine_command(spec))
+    spec = SliderSpec(pairs=[SliderPair("eyes", str(tmp_path / "low"), str(tmp_path / "high"))], model="m",
+                      prompt="slow", output_dir=str(tmp_path / "out"), output_name="eyes")
+    first = JobManager(record_path=_record(tmp_path))
+    first.start_slider(spec)
+    _wait(first, ("running",))
+    second = JobManager(record_path=_record(tmp_path))
+    assert second.state.active and second.state.kind == "slider" and second.current_config() is None
+    assert second.current_slider() == spec  # the slider tab shows the running spec after a restart
+    assert [s["name"] for s in second.state.stage_plan] == [s["name"] for s in first.state.stage_plan]
+    assert second.stop() == "job.stop_requested"
+    assert _wait(second, ("stopped", "failed")).status == "stopped"
     first.job.proc.popen.wait(timeout=10)
 
 

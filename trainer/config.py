@@ -34,8 +34,16 @@ def param(
     max: Optional[float] = None,
     widget: Optional[str] = None,
     step: Optional[float] = None,
+    sd_scripts: Union[bool, str] = True,
 ) -> Any:
-    """Declare a config field with the metadata the UI and the validator use."""
+    """Declare a config field with the metadata the UI and the validator use.
+
+    `sd_scripts` says how the field appears on an sd-scripts command line (train_network.py):
+    True: `--<name>` as is; False: sd-scripts has no such option; "network_args": inside
+    `--network_args name=value`; "network_module": chooses `--network_module`; "unless_default":
+    given only when not the default (sd-scripts refuses the default value); "file": the text
+    goes into a file whose path is given; "implied": no option of its own, it decides which
+    other options are given (fields it disables are left out)."""
     meta = {
         "help": help,
         "tab": tab,
@@ -46,6 +54,7 @@ def param(
         "max": max,
         "widget": widget,
         "step": step,
+        "sd_scripts": sd_scripts,
     }
     return field(default=default, metadata=meta)
 
@@ -171,15 +180,18 @@ class TrainConfig:
     max_bucket_reso: int = param(1024, "Largest bucket side in pixels.", tab="parameters",
                                  label="Maximum bucket resolution", min=64, max=4096, step=64)
     lora_type: str = param("Standard", "Standard LoRA (attention and MLP layers) or LoCon (also the 3x3 convolutions).",
-                           tab="parameters", label="LoRA type", choices=("Standard", "LoCon"))
+                           tab="parameters", label="LoRA type", choices=("Standard", "LoCon"),
+                           sd_scripts="network_module")
     network_dim: int = param(8, "LoRA rank (dimension). Larger learns more detail and makes bigger files.",
                              tab="parameters", label="Network rank (dimension)", min=1, max=1024)
     network_alpha: float = param(1.0, "LoRA alpha; the update is scaled by alpha / rank.", tab="parameters",
                                  label="Network alpha", min=0.0, max=1024.0)
     conv_dim: int = param(4, "Rank of the 3x3 convolution LoRA (LoCon only).", tab="parameters",
-                          label="Convolution rank (dimension)", min=1, max=1024)
+                          label="Convolution rank (dimension)", min=1, max=1024,
+                          sd_scripts="network_args")
     conv_alpha: float = param(1.0, "Alpha of the 3x3 convolution LoRA (LoCon only).", tab="parameters",
-                              label="Convolution alpha", min=0.0, max=1024.0)
+                              label="Convolution alpha", min=0.0, max=1024.0,
+                              sd_scripts="network_args")
     network_weights: str = param("", "Start from an existing LoRA file (weights only).", tab="parameters",
                                  label="Network weights", widget="path")
 
@@ -193,11 +205,11 @@ class TrainConfig:
     network_train_text_encoder_1: bool = param(
         True, "SDXL only: give text encoder 1 (CLIP ViT-L) a LoRA when the text encoder is trained. "
         "Off: that encoder stays as it is and is not saved in the file.",
-        tab="advanced", section="network", label="Train text encoder 1 (SDXL)")
+        tab="advanced", section="network", label="Train text encoder 1 (SDXL)", sd_scripts=False)
     network_train_text_encoder_2: bool = param(
         True, "SDXL only: give text encoder 2 (OpenCLIP ViT-bigG) a LoRA when the text encoder is trained. "
         "Off: that encoder stays as it is and is not saved in the file.",
-        tab="advanced", section="network", label="Train text encoder 2 (SDXL)")
+        tab="advanced", section="network", label="Train text encoder 2 (SDXL)", sd_scripts=False)
     scale_weight_norms: float = param(0.0, "Max-norm regularisation of each LoRA module (0 = off, 1 is typical).",
                                       tab="advanced", section="network", label="Scale weight norms", min=0.0, max=10.0)
     gradient_accumulation_steps: int = param(1, "Accumulate gradients over N batches per optimizer step.",
@@ -246,9 +258,10 @@ class TrainConfig:
     caption_dropout_every_n_epochs: int = param(0, "Drop all captions every N epochs (0 = never).", tab="advanced", section="captions",
                                                 label="Dropout caption every n epochs", min=0, max=10000)
     max_token_length: int = param(75, "Longest caption in tokens (longer captions are encoded in 75-token chunks).",
-                                  tab="advanced", section="captions", label="Max token length", choices=(75, 150, 225))
+                                  tab="advanced", section="captions", label="Max token length", choices=(75, 150, 225),
+                                  sd_scripts="unless_default")
     noise_offset_type: str = param("Original", "Kind of extra noise.", tab="advanced", section="noise", label="Noise offset type",
-                                   choices=("Original", "Multires"))
+                                   choices=("Original", "Multires"), sd_scripts="implied")
     noise_offset: float = param(0.0, "Noise offset (0.05-0.1 helps very dark or bright images).", tab="advanced", section="noise",
                                 label="Noise offset", min=0.0, max=1.0)
     multires_noise_iterations: int = param(6, "Multires noise iterations (Multires only).", tab="advanced", section="noise",
@@ -281,7 +294,7 @@ class TrainConfig:
                                 choices=SAMPLERS)
     sample_prompts: str = param(
         "", "One prompt per line; options: --n negative, --w width, --h height, --s steps, --l CFG scale, --d seed.",
-        tab="samples", label="Sample prompts", widget="textarea")
+        tab="samples", label="Sample prompts", widget="textarea", sd_scripts="file")
 
     # ------------------------------------------------------------------------------
     @classmethod

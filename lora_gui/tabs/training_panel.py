@@ -14,7 +14,8 @@ import gradio as gr
 from lora_gui import i18n
 from lora_gui.checks import FormCheck
 from lora_gui.events import PARTS
-from lora_gui.jobs import JobManager, JobRefused, command_for, run_config_text
+from lora_gui.command_line import SdScriptsCommand, engine_command_line, sd_scripts_command
+from lora_gui.jobs import JobManager, JobRefused, run_config_text
 from lora_gui.page import Page
 from lora_gui.panel_view import (esc, gallery_items, render_files, render_loss_chart, render_progress,
                                  render_status)
@@ -57,10 +58,14 @@ def build(page: Page) -> None:
                                     interactive=False), label="panel.command_line")
             run_json = gr.Code("", language="json", label="run.json", elem_id="run-json", interactive=False, lines=8,
                                max_lines=24)
+            sd_cmd = page.text(gr.Code("", language="shell", label=page.t("panel.sd_scripts_line"), elem_id="sd-scripts-line",
+                                       lines=2, max_lines=8, wrap_lines=True, interactive=False),
+                               label="panel.sd_scripts_line")
+            sd_notes = gr.HTML("", elem_id="sd-scripts-notes")
         timer = gr.Timer(1.0)
     page.parts.update(results=results, overview=overview, start=start, stop=stop, show_cmd=show_cmd, notice=notice, status=status,
                       progress=progress, loss=loss, files=files, gallery=gallery, log=log, cmd_box=cmd_box,
-                      cmd=cmd, run_json=run_json, timer=timer, seen=gr.State({}))
+                      cmd=cmd, run_json=run_json, sd_cmd=sd_cmd, sd_notes=sd_notes, timer=timer, seen=gr.State({}))
 
 
 def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any],
@@ -129,15 +134,30 @@ def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any
         values, lang = args[:-1], args[-1]
         check, check_updates = run_check(values, lang)
         if check.config is None:
-            return check_updates + [gr.skip(), gr.skip(), gr.skip(),
-                                    _notice(i18n.t("print.invalid", lang), "error")]
-        command = " ".join(_quote(a) for a in command_for(check.config))
+            return check_updates + [gr.skip()] * 5 + [_notice(i18n.t("print.invalid", lang), "error")]
+        try:
+            command, run_file = engine_command_line(check.config)
+            sd_scripts = sd_scripts_command(check.config)
+        except OSError as exc:
+            return check_updates + [gr.skip()] * 5 + [_notice(i18n.t("print.write_failed", lang, error=str(exc)), "error")]
         text = json.dumps(json.loads(run_config_text(check.config)), indent=2, ensure_ascii=False)
-        return check_updates + [gr.update(visible=True, open=True), command, text,
-                                _notice(i18n.t("print.shown", lang), "ok")]
+        return check_updates + [gr.update(visible=True, open=True), command, text, sd_scripts.text,
+                                _sd_scripts_notes(sd_scripts, lang),
+                                _notice(i18n.t("print.shown", lang, path=str(run_file)), "ok")]
 
-    p["show_cmd"].click(print_command, fields + [lang_box], check_outputs + [p["cmd_box"], p["cmd"], p["run_json"],
-                                                                             p["notice"]])
+    p["show_cmd"].click(print_command, fields + [lang_box],
+                        check_outputs + [p["cmd_box"], p["cmd"], p["run_json"], p["sd_cmd"], p["sd_notes"], p["notice"]])
+
+
+def _sd_scripts_notes(command: SdScriptsCommand, lang: str) -> str:
+    """What the sd-scripts line leaves out (no sd-scripts option) and the files it refers to."""
+    lines = [esc(i18n.t("print.sd_scripts_files", lang, files=", ".join(map(str, command.files))))] if command.files else []
+    if command.unsupported:
+        items = ", ".join(f"<code>{esc(name)}</code> = {esc(str(value))}" for name, value in command.unsupported)
+        lines.append(f'{esc(i18n.t("print.sd_scripts_unsupported", lang))} {items}')
+    else:
+        lines.append(esc(i18n.t("print.sd_scripts_complete", lang)))
+    return '<div class="lg-note">' + "<br>".join(lines) + "</div>"
 
 
 def _log_text(state: Any, lang: str) -> str:
@@ -151,9 +171,3 @@ def _log_text(state: Any, lang: str) -> str:
 def _notice(text: str, level: str) -> str:
     icon = {"ok": "✔", "warning": "⚠", "error": "✖"}[level]
     return f'<div class="lg-notice lg-notice-{level}">{icon} {esc(text)}</div>'
-
-
-def _quote(arg: str) -> str:
-    if arg and all(c.isalnum() or c in "-_./:=\\" for c in arg):
-        return arg
-    return '"' + arg.replace('"', '\\"') + '"'

@@ -1,0 +1,77 @@
+"""Print command: the engine command is written out and runs as printed; the sd-scripts line comes from metadata."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from lora_gui.command_line import engine_command_line, sd_scripts_command
+from lora_gui.family import QUICK_PICKS
+from trainer.config import TrainConfig, iter_field_meta
+
+SD15, SDXL = QUICK_PICKS["sd15"][0], QUICK_PICKS["sdxl"][0]
+HOW = {"network_module", "network_args", "unless_default", "file", "implied", True, False}
+
+
+def _options(text: str) -> dict[str, list[str]]:
+    """--name value... groups of an sd-scripts line."""
+    words = shlex.split(text)
+    options: dict[str, list[str]] = {}
+    current = None
+    for word in words[words.index("--num_cpu_threads_per_process") + 3:]:
+        if word.startswith("--"):
+            current = word[2:]
+            options[current] = []
+        else:
+            options[current].append(word)
+    return options
+
+
+def test_every_field_says_how_sd_scripts_takes_it():
+    assert {meta.get("sd_scripts", True) for _f, meta in iter_field_meta()} <= HOW
+
+
+def test_engine_command_writes_the_run_file_it_names(tmp_path):
+    cfg = TrainConfig(pretrained_model_name_or_path=SD15, output_dir=str(tmp_path / "new" / "out"), output_name="x")
+    command, run_file = engine_command_line(cfg)
+    assert run_file == tmp_path / "new" / "out" / "run.json" and run_file.is_file()
+    assert TrainConfig.load(run_file) == cfg
+    words = shlex.split(command)
+    assert words[0] == "cd" and Path(words[1], "trainer", "__main__.py").is_file()  # -m trainer is found there
+    assert words[words.index("--config") + 1] == str(run_file)
+
+
+def test_sd_scripts_line_uses_the_field_names(tmp_path):
+    cfg = TrainConfig(pretrained_model_name_or_path=SD15, train_data_dir="/data/img", output_dir=str(tmp_path),
+                      output_name="me", network_dim=16, network_alpha=8.0, learning_rate=2e-4, text_encoder_lr=0.0,
+                      optimizer_args="weight_decay=0.01 betas=0.9,0.99", shuffle_caption=True,
+                      sample_prompts="a cat --w 512\na dog", sample_every_n_epochs=1)
+    command = sd_scripts_command(cfg)
+    words = shlex.split(command.text)
+    assert words[:5] == ["accelerate", "launch", "--num_cpu_threads_per_process", "1", "train_network.py"]
+    options = _options(command.text)
+    assert options["network_dim"] == ["16"] and options["network_alpha"] == ["8.0"]
+    assert options["learning_rate"] == ["0.0002"] and options["network_module"] == ["networks.lora"]
+    assert options["optimizer_args"] == ["weight_decay=0.01", "betas=0.9,0.99"]
+    assert options["shuffle_caption"] == [] and "flip_aug" not in options  # store_true flags
+    assert "network_train_unet_only" in options  # text-encoder learning rate 0
+    assert "max_train_steps" not in options and "save_every_n_steps" not in options  # 0 = off
+    assert "network_args" not in options and "conv_dim" not in options  # Standard LoRA
+    assert "multires_noise_iterations" not in options and "noise_offset_type" not in options
+    assert "max_token_length" not in options  # sd-scripts refuses 75, its own default
+    prompts = Path(options["sample_prompts"][0])
+    assert prompts.read_text(encoding="utf-8") == "a cat --w 512\na dog\n" and command.files == [prompts]
+    assert command.unsupported == []
+
+
+def test_sd_scripts_line_for_locon_multires_and_sdxl(tmp_path):
+    cfg = TrainConfig(pretrained_model_name_or_path=SDXL, output_dir=str(tmp_path), lora_type="LoCon", conv_dim=8,
+                      conv_alpha=4.0, noise_offset_type="Multires", max_token_length=225,
+                      no_half_vae=True)
+    command = sd_scripts_command(cfg)
+    assert shlex.split(command.text)[4] == "sdxl_train_network.py"
+    options = _options(command.text)
+    assert options["network_args"] == ["conv_dim=8", "conv_alpha=4.0"]
+    assert options["multires_noise_iterations"] == ["6"] and "noise_offset" not in options
+    assert options["max_token_length"] == ["225"] and options["no_half_vae"] == []  # shown for SDXL
+    assert {name for name, _v in command.unsupported} == {"network_train_text_encoder_1", "network_train_text_encoder_2"}

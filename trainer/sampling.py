@@ -1,23 +1,19 @@
-"""Sample images during training, with kohya's prompt syntax.
+"""Sample images during training, with kohya's prompt syntax (parsed by trainer.prompts).
 
-A prompt file (or text) has one prompt per line; empty lines and lines starting with `#` are skipped.
-Options follow the prompt as ` --x value`:
-    --n negative prompt    --w width   --h height (rounded down to a multiple of 8, at least 64)
-    --s steps (default 30, 1..1000)    --l CFG scale (7.5)    --d seed    --ss sampler
-e.g. `a red disc on a table --n blurry --w 512 --h 768 --s 20 --l 7 --d 42 --ss ddim`.
+Every model part, tokenizers included, comes from the loaded Components, so a sample is conditioned
+exactly as training is (a diffusers folder's own tokenizer, clip_skip, long prompts).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import re
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 from trainer.fileio import atomic_write_with
+from trainer.prompts import SAMPLER_ALIASES, SAMPLERS, SamplePrompt, parse_prompt_line, parse_prompts, sampler_name
 
 if TYPE_CHECKING:
     import torch
@@ -25,81 +21,8 @@ if TYPE_CHECKING:
     from trainer.families.base import Components, ModelFamily
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_SIZE = 512
-DEFAULT_STEPS = 30
-DEFAULT_CFG_SCALE = 7.5
-SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver++", "pndm", "lms", "heun", "dpm_2", "dpm_2_a")
-# Other names sd-scripts accepts for the same samplers.
-SAMPLER_ALIASES = {"k_euler": "euler", "k_euler_a": "euler_a", "k_lms": "lms", "k_dpm_2": "dpm_2",
-                   "k_dpm_2_a": "dpm_2_a", "dpmsolver": "dpmsolver++"}
-
-
-@dataclass
-class SamplePrompt:
-    prompt: str
-    negative: str = ""
-    width: int = DEFAULT_SIZE
-    height: int = DEFAULT_SIZE
-    steps: int = DEFAULT_STEPS
-    cfg_scale: float = DEFAULT_CFG_SCALE
-    seed: Optional[int] = None
-    sampler: Optional[str] = None
-
-
-_OPTIONS = {  # option -> (SamplePrompt field, value pattern); case-insensitive like sd-scripts
-    "w": ("width", r"(\d+)"),
-    "h": ("height", r"(\d+)"),
-    "s": ("steps", r"(\d+)"),
-    "l": ("cfg_scale", r"([\d.]+)"),
-    "d": ("seed", r"(\d+)"),
-    "n": ("negative", r"(.+)"),
-    "ss": ("sampler", r"(.+)"),
-}
-
-
-def parse_prompts(text: str) -> list[SamplePrompt]:
-    """Prompts from kohya prompt text, or from a .txt prompt file when `text` is such a path."""
-    source = text.strip()
-    if source and "\n" not in source and source.lower().endswith(".txt"):
-        path = Path(source).expanduser()
-        if not path.is_file():
-            logger.warning("Sample prompt file not found: %s", path)
-            return []
-        source = path.read_text(encoding="utf-8")
-    prompts = []
-    for line in source.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            prompts.append(parse_prompt_line(line))
-    return prompts
-
-
-def parse_prompt_line(line: str) -> SamplePrompt:
-    """One prompt line; unknown options are ignored, as sd-scripts does."""
-    prompt, *options = line.split(" --")
-    values: dict[str, Any] = {}
-    for option in options:
-        name, _, value = option.partition(" ")
-        spec = _OPTIONS.get(name.lower())
-        match = spec and re.fullmatch(spec[1], value.strip())
-        if not match:
-            if name.strip():
-                logger.warning("Ignoring sample prompt option --%s", option.strip())
-            continue
-        field, raw = spec[0], match.group(1).strip()
-        try:
-            if field in ("negative", "sampler"):
-                values[field] = raw
-            else:
-                values[field] = float(raw) if field == "cfg_scale" else int(raw)
-        except ValueError:
-            logger.warning("Ignoring sample prompt option --%s (bad value)", option.strip())
-    sample = SamplePrompt(prompt=prompt.strip(), **values)
-    sample.width = max(64, sample.width - sample.width % 8)
-    sample.height = max(64, sample.height - sample.height % 8)
-    sample.steps = max(1, min(1000, sample.steps))
-    return sample
+__all__ = ["SAMPLERS", "SamplePrompt", "parse_prompts", "parse_prompt_line", "make_sampler", "generate_samples",
+           "sample_file_name"]
 
 
 # ---- samplers ---------------------------------------------------------------------------------
@@ -222,13 +145,14 @@ def generate_samples(
 
 
 def _sampler_name(name: Optional[str], *, default: str) -> str:
+    """The prompt's --ss sampler; the pre-flight refuses unknown names, so the fallback is for direct callers."""
     if not name:
         return default
-    name = SAMPLER_ALIASES.get(name.strip().lower(), name.strip().lower())
-    if name not in SAMPLERS:
+    known = sampler_name(name)
+    if known is None:
         logger.warning("Unknown sampler %r in a sample prompt; using %s", name, default)
         return default
-    return name
+    return known
 
 
 @contextmanager

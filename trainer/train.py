@@ -28,7 +28,8 @@ from trainer.events import EventWriter
 from trainer.fileio import OutputExistsError
 from trainer.training.loss import diffusion_loss
 from trainer.training.noise import NoiseSchedule, make_noise, sample_timesteps
-from trainer.training.optimizers import build_optimizer, describe_optimizer
+from trainer.training.optimizers import (build_optimizer, check_optimizer_args, describe_optimizer,
+                                         effective_optimizer_args)
 from trainer.training.schedulers import build_lr_scheduler, warmup_steps
 from trainer.training.state import LoadedState, TrainPosition, load_state, restore_rng, save_state
 
@@ -146,6 +147,8 @@ class Trainer:
             self.events.emit("log", message=note)
         self.family = get_family(self.info)
         self._check_family_settings()
+        self.optimizer_args = effective_optimizer_args(cfg.optimizer_type, cfg.lr_scheduler, cfg.optimizer_args)
+        check_optimizer_args(cfg.optimizer_type, cfg.learning_rate, self.optimizer_args)  # before the slow loading
 
         self.scan = scan_dataset(cfg, verify=True)
         self.scan.raise_for_problems()
@@ -200,10 +203,7 @@ class Trainer:
             self._cache_text_encoder_outputs()
 
         groups = self.network.param_groups(cfg.effective_unet_lr(), cfg.effective_text_encoder_lr())
-        opt_args = cfg.optimizer_args
-        if cfg.optimizer_type == "Adafactor" and cfg.lr_scheduler == "adafactor" and "relative_step" not in opt_args:
-            opt_args = (opt_args + " relative_step=True").strip()
-        self.optimizer = build_optimizer(cfg.optimizer_type, groups, cfg.learning_rate, opt_args)
+        self.optimizer = build_optimizer(cfg.optimizer_type, groups, cfg.learning_rate, self.optimizer_args)
         self.lr_scheduler = build_lr_scheduler(
             cfg.lr_scheduler, self.optimizer, total_steps=self.plan.total_steps, warmup=cfg.lr_warmup_steps,
             num_cycles=cfg.lr_scheduler_num_cycles, power=cfg.lr_scheduler_power)

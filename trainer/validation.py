@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator, Optional
 from trainer.config import TrainConfig, ValidationIssue, parse_resolution
 from trainer.data.scan import IMAGE_EXTENSIONS, DatasetScan, FolderScan, parse_subset_name, scan_dataset
 from trainer.data.steps import StepPlan, plan_steps
+from trainer.fileio import NameProblem, portable_name_problem
 
 ERROR, WARNING = "error", "warning"
 
@@ -33,6 +34,7 @@ CODES = (
     "corrupt_image", "caption_unreadable", "duplicate_image_stem", "caption_extension_no_dot",
     "caption_extension_mismatch", "reg_images_unused",
     "output_dir_empty", "output_dir_not_folder", "output_dir_not_writable", "output_name_invalid", "output_exists",
+    "output_name_reserved", "output_name_trailing", "output_name_too_long",
     "alpha_above_rank", "conv_alpha_above_rank", "train_only_conflict", "nothing_to_train",
     "warmup_with_constant", "scheduler_needs_adafactor", "adafactor_relative_step", "warmup_ignored",
     "warmup_exceeds_total",
@@ -380,7 +382,26 @@ def reg_balance(ctx: Context) -> Iterator[ValidationIssue]:
 
 # ---- output -----------------------------------------------------------------------------
 
-_BAD_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+# The longest file names a run makes from output_name, temporary names included (fileio.atomic_path,
+# training/state.py, sampling.sample_file_name): the name must leave room for them.
+DERIVED_NAMES = (".{}-step00000500.safetensors.abcd1234.tmp", ".{}-step00000500-state.abcd1234",
+                 ".{}_e000002_00_4294967295.png.abcd1234.tmp")
+LONGEST_DERIVED_NAME = max(DERIVED_NAMES, key=len)
+# Problems after which nothing may be written for the run (not even its event file).
+OUTPUT_PATH_CODES = ("output_dir_empty", "output_dir_not_folder", "output_dir_not_writable", "output_name_invalid",
+                     "output_name_reserved", "output_name_trailing", "output_name_too_long")
+
+
+def output_name_problem(name: str) -> Optional[NameProblem]:
+    """Why `name` cannot be an output name on every OS (shared with the slider wizard), or None."""
+    return portable_name_problem(name, longest_derived=LONGEST_DERIVED_NAME)
+
+
+def output_path_issues(cfg: TrainConfig) -> list[ValidationIssue]:
+    """The output folder and name errors: checked before anything of the run is written."""
+    ctx = Context(cfg, cuda_available=False)
+    found = [*output_folder(ctx), *output_name(ctx)]
+    return [i for i in found if i.code in OUTPUT_PATH_CODES]
 
 
 @rule
@@ -396,6 +417,11 @@ def output_folder(ctx: Context) -> Iterator[ValidationIssue]:
                     f"The output folder {value} is a file. Choose a folder.", path=value)
         return
     existing = p if p.exists() else next((a for a in p.parents if a.exists()), None)
+    if existing is not None and not existing.is_dir():
+        yield issue("output_dir", ERROR, "output_dir_not_folder",
+                    f"The output folder {value} cannot be made: {existing} is a file. Choose a folder.",
+                    path=str(existing))
+        return
     if existing is not None and not os.access(existing, os.W_OK):
         yield issue("output_dir", ERROR, "output_dir_not_writable",
                     f"Cannot write to {existing}. Choose a folder you can write to.", path=str(existing))
@@ -405,10 +431,9 @@ def output_folder(ctx: Context) -> Iterator[ValidationIssue]:
 def output_name(ctx: Context) -> Iterator[ValidationIssue]:
     cfg = ctx.cfg
     name = cfg.output_name
-    if not name.strip() or _BAD_NAME_CHARS.search(name) or name.strip() in (".", ".."):
-        yield issue("output_name", ERROR, "output_name_invalid",
-                    f"The output name {name!r} cannot be a file name. Use letters, digits, '-' or '_' "
-                    "(no / \\ : * ? \" < > |).", name=name)
+    problem = output_name_problem(name)
+    if problem is not None:
+        yield _name_issue(name, problem)
         return
     if not cfg.output_dir.strip():
         return
@@ -425,6 +450,21 @@ def output_name(ctx: Context) -> Iterator[ValidationIssue]:
                     f"{out} already holds {listing} from an earlier run, and files are never overwritten. "
                     f"Change the output name (e.g. {suggestion}) or move the old files.",
                     path=str(clashes[0]), files=[p.name for p in clashes], suggestion=suggestion)
+
+
+def _name_issue(name: str, problem: NameProblem) -> ValidationIssue:
+    text = f"The output name {name!r} {problem.text}."
+    anything_else = "Choose another name: letters, digits, '-' and '_' work on every system."
+    if problem.kind == "too_long":
+        return issue("output_name", ERROR, "output_name_too_long", f"{text} Choose a shorter name.", name=name,
+                     bytes=problem.params["bytes"], max_bytes=problem.params["max_bytes"],
+                     example=problem.params["example"])
+    if problem.kind == "reserved":
+        return issue("output_name", ERROR, "output_name_reserved", f"{text} {anything_else}", name=name,
+                     device=problem.params["device"])
+    if problem.kind == "trailing":
+        return issue("output_name", ERROR, "output_name_trailing", f"{text} {anything_else}", name=name)
+    return issue("output_name", ERROR, "output_name_invalid", f"{text} {anything_else}", name=name)
 
 
 def _free_name(folder: Path, name: str, ext: str) -> str:

@@ -10,6 +10,7 @@ This module is torch-free: the web process imports it to read the stream.
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from pathlib import Path
@@ -38,13 +39,19 @@ def events_path(output_dir: str | Path, output_name: str) -> Path:
 
 
 class EventWriter:
-    """Appends events to the stream file, one flushed line per event."""
+    """Appends events to the stream file, one line per event, written through to the OS.
 
-    def __init__(self, path: str | Path, *, echo: bool = False):
+    A line the disk has no room for (ENOSPC) is kept and written before the next event, so a full disk
+    delays events instead of losing them or stopping the run. `echo_errors` prints error events on
+    stderr even when `echo` is off (a run refused with --quiet still says why)."""
+
+    def __init__(self, path: str | Path, *, echo: bool = False, echo_errors: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path, "ab", buffering=0)
+        self._pending = b""
         self.echo = echo
+        self.echo_errors = echo_errors
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         if type not in EVENT_FIELDS:
@@ -54,14 +61,31 @@ class EventWriter:
             raise ValueError(f"event {type!r} has no fields {sorted(unknown)}")
         event = {"type": type, "time": round(time.time(), 3), **fields}
         line = json.dumps(event, ensure_ascii=False, default=_json_default)
-        self._fh.write(line + "\n")
-        self._fh.flush()  # readers tail the file; the OS keeps flushed lines even if we are killed
-        if self.echo:
+        self._pending += (line + "\n").encode("utf-8")
+        self._write_pending()
+        if self.echo or (self.echo_errors and type == "error"):
             _echo(event)
         return event
 
+    def _write_pending(self) -> None:
+        """Unbuffered writes: readers tail the file, and the OS keeps written lines even if we are killed."""
+        try:
+            while self._pending:
+                written = self._fh.write(self._pending)
+                if not written:
+                    break
+                self._pending = self._pending[written:]
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+
+    @property
+    def unwritten_bytes(self) -> int:
+        return len(self._pending)
+
     def close(self) -> None:
         if not self._fh.closed:
+            self._write_pending()
             self._fh.close()
 
     def __enter__(self) -> "EventWriter":

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sys
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,18 +23,18 @@ import torch
 from trainer.config import TrainConfig
 from trainer.errors import TrainingError
 from trainer.events import EventWriter
-from trainer.fileio import OutputExistsError
+from trainer.fileio import remove_stale_temp_files
+from trainer.training.failures import error_fields
 from trainer.training.loss import diffusion_loss
 from trainer.training.noise import NoiseSchedule, make_noise, sample_timesteps
 from trainer.training.optimizers import (build_optimizer, check_optimizer_args, describe_optimizer,
                                          effective_optimizer_args)
+from trainer.training.saving import Saving
 from trainer.training.schedulers import build_lr_scheduler, warmup_steps
-from trainer.training.state import LoadedState, TrainPosition, load_state, restore_rng, save_state
+from trainer.training.state import LoadedState, TrainPosition, load_state, restore_rng
 
 NAN_HINT = ("Lower the learning rate (or network alpha); with fp16 the numbers may overflow: "
             "use bf16 or no mixed precision.")
-OOM_HINT = ("Use batch size 1, turn on gradient checkpointing and cache latents, lower the resolution, "
-            "or pick an 8-bit optimizer (AdamW8bit).")
 
 
 class StopSignal:
@@ -45,15 +43,26 @@ class StopSignal:
     def __init__(self, stop_file: Optional[Path] = None, install_handlers: bool = True):
         self.stop_file = stop_file
         self._flag = False
+        self._signalled_at = 0.0
         if install_handlers:
             signal.signal(signal.SIGINT, self._handle)
             signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self._flag = True
+        self._signalled_at = time.time()
 
     def requested(self) -> bool:
         return self._flag or (self.stop_file is not None and self.stop_file.exists())
+
+    def requested_since(self, since: float) -> bool:
+        """A stop asked for after `since`: a signal then, or a stop file created or touched since."""
+        if self._signalled_at >= since:
+            return True
+        try:
+            return self.stop_file is not None and self.stop_file.stat().st_mtime >= since
+        except OSError:
+            return False
 
 
 @dataclass
@@ -118,7 +127,7 @@ class RunFiles:
 
 
 @dataclass
-class Trainer:
+class Trainer(Saving):
     cfg: TrainConfig
     events: EventWriter
     stop: StopSignal
@@ -135,6 +144,8 @@ class Trainer:
         from trainer.network.lora import LoraNetwork, NetworkSpec
 
         cfg = self.cfg
+        # Read first: a state folder that cannot be used is refused before minutes of model loading.
+        resume_state = load_state(Path(cfg.resume)) if cfg.resume else None
         self.started_at = time.time()
         self.session_id = uuid.uuid4().hex[:16]
         self.files = RunFiles(Path(cfg.output_dir), cfg.output_name, cfg.save_model_as)
@@ -210,8 +221,8 @@ class Trainer:
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.precision.use_grad_scaler else None
 
         self.position = TrainPosition(global_step=0, epoch=0, batch_in_epoch=0, loss_history=[])
-        if cfg.resume:
-            self._resume(load_state(Path(cfg.resume)))
+        if resume_state is not None:
+            self._resume(resume_state)
 
     def _check_family_settings(self) -> None:
         """The family-dependent validation rules, for what validation could not see (a .ckpt's family)."""
@@ -324,22 +335,6 @@ class Trainer:
         return diffusion_loss(pred, target, weights)
 
     # ---- saving and sampling -------------------------------------------------------------
-    def save_lora(self, path: Path, *, kind: str, epoch: int, step: int) -> None:
-        from trainer.network.kohya_format import write_lora_file
-
-        metadata = self.metadata(epoch=epoch, step=step)
-        lora = self.network.to_lora_file(metadata)
-        write_lora_file(path, lora, save_precision=self.cfg.save_precision, exclusive=True)
-        self.saved_files.append(str(path))
-        self.events.emit("saved", path=str(path), kind=kind, epoch=epoch, step=step,
-                         size_bytes=path.stat().st_size)
-        if self.cfg.save_state or kind == "stopped":
-            state_dir = save_state(self.files.state_dir(path), position=self.position,
-                                   network_state=self.network.trainable_state(), optimizer=self.optimizer,
-                                   scheduler=self.lr_scheduler, noise_generator=self.noise_generator,
-                                   grad_scaler=self.grad_scaler)
-            self.events.emit("saved", path=str(state_dir), kind="state", epoch=epoch, step=step, size_bytes=0)
-
     def metadata(self, *, epoch: int, step: int) -> dict[str, str]:
         from trainer.network.metadata import RunInfo, build_training_metadata
 
@@ -480,9 +475,7 @@ class Trainer:
     def _stopped(self) -> str:
         pos = self.position
         self.events.emit("log", message=f"stop requested: saving at step {pos.global_step}")
-        path = self.files.lora("-stopped")
-        if path.exists():
-            path.unlink()  # an older stop file of this run name; the state beside it is replaced too
+        path = self.files.lora("-stopped")  # an older one of this run name is replaced, its state too
         self.save_lora(path, kind="stopped", epoch=pos.epoch + 1, step=pos.global_step)
         return "stopped"
 
@@ -506,31 +499,17 @@ def run_training(cfg: TrainConfig, *, events: EventWriter, stop: Optional[StopSi
         events.emit("done", status="failed", files=[], wall_time_sec=time.time() - t0, steps_done=0,
                     message=errors[0].message)
         return 1
+    removed = remove_stale_temp_files(Path(cfg.output_dir))
+    if removed:
+        events.emit("log", message=f"removed {len(removed)} temporary file(s) an interrupted run left in "
+                    f"{cfg.output_dir}: {', '.join(p.name for p in removed)}")
     try:
         cfg.save(Path(cfg.output_dir) / f"{cfg.output_name}.json")
         trainer = Trainer(cfg, events, stop, reported_codes={issue.code for issue in issues})
         trainer.setup()
         status = trainer.run()
-    except TrainingError as exc:
-        return _fail(events, trainer, t0, exc.event_fields())
-    except OutputExistsError as exc:
-        return _fail(events, trainer, t0, {"code": "output_exists", "message": str(exc), "field": "output_name",
-                                          "hint": "Files are never overwritten: change the output name or move "
-                                                  "the existing file, then train again."})
-    except torch.OutOfMemoryError as exc:
-        return _fail(events, trainer, t0, {"code": "out_of_memory", "message": f"out of memory: {exc}".strip(),
-                                          "field": "train_batch_size", "hint": OOM_HINT})
-    except MemoryError:
-        return _fail(events, trainer, t0, {"code": "out_of_memory", "message": "the computer ran out of memory",
-                                          "field": "train_batch_size", "hint": OOM_HINT})
-    except Exception as exc:  # noqa: BLE001 - turned into an error event; the traceback goes to stderr
-        traceback.print_exc(file=sys.stderr)
-        msg = f"{type(exc).__name__}: {exc}"
-        if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
-            return _fail(events, trainer, t0, {"code": "out_of_memory", "message": msg,
-                                              "field": "train_batch_size", "hint": OOM_HINT})
-        return _fail(events, trainer, t0, {"code": "internal_error", "message": msg, "field": None,
-                                          "hint": "See the engine log for the full traceback."})
+    except Exception as exc:  # noqa: BLE001 - every failure ends as an error event
+        return _fail(events, trainer, t0, error_fields(exc))
     steps = trainer.position.global_step
     events.emit("done", status=status, files=trainer.saved_files, wall_time_sec=time.time() - t0, steps_done=steps,
                 message=f"{status} after {steps} steps")

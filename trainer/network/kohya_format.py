@@ -11,6 +11,7 @@ the file), the sd-scripts hashes, and the delta-weight math for 3x3 convolutions
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -20,7 +21,7 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from trainer.fileio import atomic_write_bytes, atomic_write_with
+from trainer.fileio import atomic_write_bytes
 from trainer.network import hashes
 
 SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -241,7 +242,10 @@ def write_lora_file(path: Union[str, Path], lora: LoraFile, *, save_precision: s
     suffix = path.suffix.lower()
 
     if suffix in TORCH_SUFFIXES:
-        atomic_write_with(path, lambda tmp: torch.save(tensors, tmp), exclusive=exclusive)
+        # In memory first: torch.save onto a full disk fails with an unclear RuntimeError, a write with ENOSPC.
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        atomic_write_bytes(path, buffer.getvalue(), exclusive=exclusive)
         return {}
     if suffix != ".safetensors":
         raise LoraFormatError(f"{path}: unknown LoRA file type {suffix!r} (use .safetensors, .ckpt or .pt)")

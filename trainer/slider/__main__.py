@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from trainer.cli import CommandLineError, add_debug_flag, describe_os_error, read_json_object, run_guarded
 from trainer.slider.spec import METHODS, RESIZE_METHODS, SAVE_PRECISIONS, SliderPair, SliderSpec, SliderSpecError
 
 PROG = "python -m trainer.tools slider"
@@ -84,6 +85,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     opt(v, "preview_sampler")
     p.add_argument("--dry_run", action="store_true", help="check the spec, print it and its stages, train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_debug_flag(p)
     return p
 
 
@@ -152,16 +154,21 @@ def parse_resize(text: str) -> dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None, *, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
+    return run_guarded(lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.spec:
+        read_json_object(args.spec, what="slider spec")  # an unreadable file is named, whatever is wrong with it
     try:
         spec = spec_from_args(args)
     except (SliderSpecError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandLineError(str(exc), 2) from None
     if args.dry_run:
         return dry_run(spec)
     if not spec.output_dir:
-        print("error: --output_dir is required", file=sys.stderr)
-        return 2
+        raise CommandLineError("--output_dir is required", 2)
+    _check_output_path(spec)
     # Offline by design, as the engine: never let a library reach for a model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -171,13 +178,27 @@ def main(argv: Optional[Sequence[str]] = None, *, prog: str = PROG) -> int:
     from trainer.slider.run import run_slider
 
     files = spec.files()
-    with EventWriter(files.events, echo=not args.quiet) as events:
+    try:
+        writer = EventWriter(files.events, echo=not args.quiet, echo_errors=True)
+    except OSError as exc:
+        raise CommandLineError(f"cannot write the event file {describe_os_error(exc, str(files.events))}", 2) from None
+    with writer as events:
         result = run_slider(spec, events=events)
     if result.status == "failed":
         print(f"error: {result.message}", file=sys.stderr)
     else:
         print(f"{result.status}: {result.message}")
     return result.exit_code
+
+
+def _check_output_path(spec: SliderSpec) -> None:
+    """Nothing is written before the output folder and name are known to be safe (the engine's own rules)."""
+    from trainer.config import TrainConfig
+    from trainer.validation import output_path_issues
+
+    issues = output_path_issues(TrainConfig(output_dir=spec.output_dir, output_name=spec.output_name))
+    if issues:
+        raise CommandLineError("\n  ".join(f"[{i.code}] {i.field}: {i.message}" for i in issues), 2)
 
 
 def dry_run(spec: SliderSpec) -> int:

@@ -480,6 +480,8 @@ def match_images(low: list[Path], high: list[Path], how: str = "auto") -> tuple[
 # ---- checks -------------------------------------------------------------------------------------
 def validate_spec(spec: SliderSpec, *, check_outputs: bool = True) -> list[SliderIssue]:
     """Every problem found without loading a model (torch-free; the GUI calls it on each change)."""
+    from trainer.validation import output_name_problem
+
     issues: list[SliderIssue] = []
 
     def error(field_: str, code: str, message: str, hint: Optional[str] = None) -> None:
@@ -495,9 +497,11 @@ def validate_spec(spec: SliderSpec, *, check_outputs: bool = True) -> list[Slide
     for name in ("output_dir", "output_name"):
         if not getattr(spec, name).strip():
             error(name, f"{name}_empty", f"{name} is empty")
-    if spec.output_name and not SAFE_NAME.match(spec.output_name):
-        error("output_name", "output_name_invalid",
-              "the output name must be a plain file name (no / \\ : * ? \" < > |)")
+    name_problem = output_name_problem(spec.output_name) if spec.output_name.strip() else None
+    if name_problem is not None:  # the engine's own rule: the paired method trains under this name
+        error("output_name", "output_name_invalid", f"the output name {spec.output_name!r} {name_problem.text}",
+              "Choose a shorter name." if name_problem.kind == "too_long" else
+              "Choose another name: letters, digits, '-' and '_' work on every system.")
     if check_outputs and spec.output_dir and spec.output_name:
         for path in spec.files().outputs():
             if path.exists():

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
+from trainer.cli import CommandLineError, add_debug_flag, run_guarded
 from trainer.fileio import OutputExistsError
 from trainer.tools.errors import ToolError
 
@@ -37,6 +39,7 @@ def _ratios(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.tools", description="LoRA toolbox (kohya format)")
+    add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="metadata, ranks, alphas, norms, problems of a LoRA file")
@@ -89,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="per-module report")
     _common(p)
 
+    for tool_parser in sub.choices.values():
+        add_debug_flag(tool_parser, in_subcommand=True)
     # Delegated to trainer.slider before parsing (see main); listed here for --help.
     sub.add_parser("slider", help="slider LoRA wizard: train, merge, resize, preview (slider --help)", add_help=False)
     return parser
@@ -169,11 +174,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return slider_main(argv[1:])
     args = build_parser().parse_args(argv)
+    return run_guarded(lambda: _run_reporting_problems(args), debug=args.debug)
+
+
+def _run_reporting_problems(args: argparse.Namespace) -> int:
+    if getattr(args, "save_to", None):
+        from trainer.fileio import remove_stale_temp_files
+
+        removed = remove_stale_temp_files(Path(args.save_to).expanduser().absolute().parent)
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) an interrupted run left: "
+                  f"{', '.join(p.name for p in removed)}", file=sys.stderr)
     try:
         run(args)
     except (ToolError, OutputExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise CommandLineError(str(exc), 1) from None
     return 0
 
 

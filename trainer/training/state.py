@@ -2,6 +2,10 @@
 
 A state folder (`<name>-state`, `<name>-000002-state`, ...) is written under a temporary
 name and renamed, so a killed run never leaves half a state behind.
+
+Nothing in a state folder is pickled: tensors go to safetensors files and everything else to
+JSON (trainer/training/safe_tree.py), so resuming from a folder someone sent you cannot run code.
+Folders from earlier versions (optimizer.pt, scheduler.pt, rng.pt: pickles) are refused unread.
 """
 
 from __future__ import annotations
@@ -10,14 +14,23 @@ import json
 import random
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from trainer.errors import TrainingError
+from trainer.fileio import current_umask, write_synced
+from trainer.training.safe_tree import SafeTreeError, load_tree, save_tree
+
 STATE_FILE = "train_state.json"
+STATE_FORMAT = 2  # 1: the pickled *.pt files of earlier versions
+NETWORK_FILE = "network.safetensors"
+PICKLED_FILES = ("optimizer.pt", "scheduler.pt", "rng.pt", "grad_scaler.pt")
+RESUME_HINT = ("Resume from the LoRA file instead: set it as the starting weights (network_weights) and "
+               "leave resume empty; the optimizer then starts afresh.")
 
 
 @dataclass
@@ -52,18 +65,20 @@ def restore_rng(state: dict[str, Any], noise_generator: torch.Generator) -> None
 def save_state(folder: Path, *, position: TrainPosition, network_state: dict[str, torch.Tensor],
                optimizer: torch.optim.Optimizer, scheduler: Any, noise_generator: torch.Generator,
                grad_scaler: Any = None) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in network_state.items()}, str(tmp / "network.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(capture_rng(noise_generator), tmp / "rng.pt")
+        write_synced(tmp / NETWORK_FILE, save({k: v.detach().cpu().contiguous() for k, v in network_state.items()}))
+        save_tree(tmp, "optimizer", optimizer.state_dict())
+        save_tree(tmp, "scheduler", scheduler.state_dict())
+        save_tree(tmp, "rng", capture_rng(noise_generator))
         if grad_scaler is not None:
-            torch.save(grad_scaler.state_dict(), tmp / "grad_scaler.pt")
-        (tmp / STATE_FILE).write_text(json.dumps(asdict(position), indent=1), encoding="utf-8")
+            save_tree(tmp, "grad_scaler", grad_scaler.state_dict())
+        record = {**asdict(position), "state_format": STATE_FORMAT}
+        write_synced(tmp / STATE_FILE, json.dumps(record, indent=1).encode("utf-8"))
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; a state folder is an ordinary folder
         if folder.exists():
             old = folder.with_name(folder.name + ".old")
             folder.rename(old)
@@ -88,19 +103,53 @@ class LoadedState:
 
 
 def load_state(folder: Path) -> LoadedState:
+    """Read a state folder without executing anything in it.
+
+    Raises TrainingError (field `resume`): `resume_state_unsafe` for a folder of pickled files from an
+    earlier version, `resume_state_unreadable` for a missing or damaged file (the file is named)."""
+    folder = Path(folder)
+    pickled = [str(folder / name) for name in PICKLED_FILES if (folder / name).exists()]
+    if pickled:
+        raise TrainingError(
+            "resume_state_unsafe",
+            f"{', '.join(pickled)}: written by an earlier version of this trainer as pickle files, which can run "
+            "code when they are read, so they are not opened.", field="resume", hint=RESUME_HINT,
+            params={"path": pickled[0], "files": pickled})
+    try:
+        position = _read_position(folder / STATE_FILE)
+        network_state = _read_tensors(folder / NETWORK_FILE)
+        has_scaler = (folder / "grad_scaler.json").exists()
+        return LoadedState(position=position, network_state=network_state,
+                           optimizer=load_tree(folder, "optimizer"), scheduler=load_tree(folder, "scheduler"),
+                           rng=load_tree(folder, "rng"),
+                           grad_scaler=load_tree(folder, "grad_scaler") if has_scaler else None)
+    except SafeTreeError as exc:
+        raise TrainingError("resume_state_unreadable", f"cannot resume from {folder}: {exc}", field="resume",
+                            hint="Pick another state folder (<name>-...-state), or " + RESUME_HINT[0].lower()
+                            + RESUME_HINT[1:], params={"path": str(exc.path)}) from None
+
+
+def _read_position(path: Path) -> TrainPosition:
+    if not path.is_file():
+        raise SafeTreeError(path, "the file is missing")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        names = {f.name for f in fields(TrainPosition)}
+        return TrainPosition(**{k: record[k] for k in names})
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SafeTreeError(path, f"not a training position ({type(exc).__name__}: {exc})") from None
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    folder = Path(folder)
-    position = TrainPosition(**json.loads((folder / STATE_FILE).read_text(encoding="utf-8")))
-    scaler_path = folder / "grad_scaler.pt"
-    return LoadedState(
-        position=position,
-        network_state=load_file(str(folder / "network.safetensors")),
-        optimizer=torch.load(folder / "optimizer.pt", weights_only=False),
-        scheduler=torch.load(folder / "scheduler.pt", weights_only=False),
-        rng=torch.load(folder / "rng.pt", weights_only=False),
-        grad_scaler=torch.load(scaler_path, weights_only=False) if scaler_path.exists() else None,
-    )
+    if not path.is_file():
+        raise SafeTreeError(path, "the file is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SafeTreeError(path, f"not a readable safetensors file ({exc})") from None
 
 
 def is_state_folder(path: Path) -> bool:

@@ -1,0 +1,95 @@
+"""Saving during training: the LoRA file and its state folder, and what happens when the disk is full.
+
+`Saving` is a part of the Trainer (trainer/train.py), kept here so the loop's file stays short: it uses the
+trainer's network, optimizer, scheduler, position, files, events and stop signal.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from trainer.errors import TrainingError
+from trainer.training.state import save_state
+
+
+class Saving:
+    saved_files: list[str]
+
+    def save_lora(self, path: Path, *, kind: str, epoch: int, step: int) -> None:
+        """Save the LoRA (and its state). A full disk does not lose the weights: a periodic save is skipped
+        with a `disk_full` warning (the next one tries again); the final or stopped save waits and retries
+        until it succeeds or a stop arrives (then one more try, then the `disk_full` error)."""
+        from trainer.training.disk_full import full_disk
+
+        try:
+            self._write_save(path, kind=kind, epoch=epoch, step=step)
+            return
+        except OSError as exc:
+            full = full_disk(exc, path.parent, self._save_bytes(kind), self._previous_save())
+            if full is None:
+                raise
+        if kind in ("epoch", "step"):
+            self.events.emit("warning", code="disk_full", field="output_dir", params=full.params(),
+                             message=full.skipped_message(self._unsaved_name(path)))
+        else:
+            self._retry_save(path, kind=kind, epoch=epoch, step=step, full=full)
+
+    def _retry_save(self, path: Path, *, kind: str, epoch: int, step: int, full: Any) -> None:
+        from trainer.training.disk_full import FAILED_HINT, RETRY_SECONDS, full_disk, wait_for_stop
+
+        since = time.time()
+        self.events.emit("warning", code="disk_full", field="output_dir", params=full.params(),
+                         message=full.waiting_message(self._unsaved_name(path), RETRY_SECONDS))
+        while True:
+            last_try = wait_for_stop(self.stop, since, RETRY_SECONDS)
+            try:
+                self._write_save(path, kind=kind, epoch=epoch, step=step)
+                self.events.emit("log", message=f"saved {path.name}: the disk had room again")
+                return
+            except OSError as exc:
+                full = full_disk(exc, path.parent, self._save_bytes(kind), self._previous_save())
+                if full is None:
+                    raise
+            if last_try:
+                raise TrainingError("disk_full", full.failed_message(self._unsaved_name(path)), field="output_dir",
+                                    hint=FAILED_HINT, params=full.params())
+
+    def _save_bytes(self, kind: str) -> int:
+        """About how much a save writes: the LoRA tensors in the save precision, plus the state's tensors."""
+        state = self.network.trainable_state()
+        per_value = 4 if self.cfg.save_precision == "float" else 2
+        total = sum(t.numel() for t in state.values()) * per_value + 65536  # + header and metadata
+        if self.cfg.save_state or kind == "stopped":
+            total += sum(t.numel() * t.element_size() for t in state.values())
+            total += sum(v.numel() * v.element_size() for slot in self.optimizer.state.values()
+                         for v in slot.values() if isinstance(v, torch.Tensor))
+        return total
+
+    def _previous_save(self) -> Optional[str]:
+        return self.saved_files[-1] if self.saved_files else None
+
+    def _unsaved_name(self, path: Path) -> str:
+        """What a failed save did not write: the LoRA file, or only the state folder beside it."""
+        return self.files.state_dir(path).name if str(path) in self.saved_files else path.name
+
+    def _write_save(self, path: Path, *, kind: str, epoch: int, step: int) -> None:
+        from trainer.network.kohya_format import write_lora_file
+
+        if str(path) not in self.saved_files:  # a retry after a full disk does not rewrite what it wrote
+            lora = self.network.to_lora_file(self.metadata(epoch=epoch, step=step))
+            # A stopped save replaces the stopped LoRA of an earlier stop of this run (atomically, so the
+            # old one stays until the new one is complete); every other file is never overwritten.
+            write_lora_file(path, lora, save_precision=self.cfg.save_precision, exclusive=kind != "stopped")
+            self.saved_files.append(str(path))
+            self.events.emit("saved", path=str(path), kind=kind, epoch=epoch, step=step,
+                             size_bytes=path.stat().st_size)
+        if self.cfg.save_state or kind == "stopped":
+            state_dir = save_state(self.files.state_dir(path), position=self.position,
+                                   network_state=self.network.trainable_state(), optimizer=self.optimizer,
+                                   scheduler=self.lr_scheduler, noise_generator=self.noise_generator,
+                                   grad_scaler=self.grad_scaler)
+            self.events.emit("saved", path=str(state_dir), kind="state", epoch=epoch, step=step, size_bytes=0)

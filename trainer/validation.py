@@ -10,6 +10,7 @@ and one step plan through the context.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import re
@@ -22,6 +23,8 @@ from trainer.config import TrainConfig, ValidationIssue, parse_resolution
 from trainer.data.scan import IMAGE_EXTENSIONS, DatasetScan, FolderScan, parse_subset_name, scan_dataset
 from trainer.data.steps import StepPlan, plan_steps
 from trainer.fileio import NameProblem, portable_name_problem
+from trainer.prompts import read_prompts
+from trainer.training.optimizer_args import RESERVED_KEYS, SYNTAX_HINT, optimizer_signature, syntax_problems
 
 ERROR, WARNING = "error", "warning"
 
@@ -45,6 +48,10 @@ CODES = (
     "batch_larger_than_bucket", "sample_prompts_without_cadence", "sample_cadence_without_prompts",
     "clip_skip_ignored", "bucket_steps_not_32", "sdxl_vae_fp32", "te_cache_with_te_training",
     "te_cache_caption_changes",
+    "optimizer_args_syntax", "optimizer_args_reserved_key", "optimizer_args_unknown_key", "optimizer_args_unchecked_key",
+    "sample_prompt_file_missing", "sample_prompt_file_unreadable", "sample_prompt_file_empty",
+    "sample_prompt_unknown_option", "sample_prompt_option_empty", "sample_prompt_not_a_number",
+    "sample_prompt_out_of_range", "sample_prompt_unknown_sampler",
 )
 SUBSET_EXAMPLE = "10_sks woman"
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -506,6 +513,37 @@ def what_is_trained(ctx: Context) -> Iterator[ValidationIssue]:
                     "Set a learning rate above 0 for at least one of them.")
 
 
+@rule
+def optimizer_arguments(ctx: Context) -> Iterator[ValidationIssue]:
+    """key=value syntax, and keys the optimizer's constructor does not name (types and values: the engine)."""
+    cfg, field = ctx.cfg, "optimizer_args"
+    problems = syntax_problems(cfg.optimizer_args)
+    for item, message in problems:
+        yield issue(field, ERROR, "optimizer_args_syntax", f"Optimizer arguments: {message}. {SYNTAX_HINT}.",
+                    item=item)
+    if problems:
+        return
+    keys = [item.partition("=")[0] for item in cfg.optimizer_args.split()]
+    for key in (k for k in keys if k in RESERVED_KEYS):
+        yield issue(field, ERROR, "optimizer_args_reserved_key",
+                    f"Optimizer arguments: {key} is set by the learning-rate fields, not here. Remove {key}=... "
+                    "and set the learning rate (and the UNet / text-encoder learning rates) instead.", key=key)
+    signature = optimizer_signature(cfg.optimizer_type)
+    for key in (k for k in keys if signature and k not in signature.keys and k not in RESERVED_KEYS):
+        close = difflib.get_close_matches(key, signature.keys, n=1)
+        guess = f" Did you mean {close[0]}?" if close else ""
+        names = ", ".join(signature.keys)
+        if signature.takes_any:
+            yield issue(field, WARNING, "optimizer_args_unchecked_key",
+                        f"Optimizer arguments: {key} is not one of the arguments {cfg.optimizer_type} names ({names}); "
+                        f"it accepts other names without checking them, so a misspelt one is ignored.{guess}",
+                        key=key, optimizer=cfg.optimizer_type, keys=names)
+        else:
+            yield issue(field, ERROR, "optimizer_args_unknown_key",
+                        f"Optimizer arguments: {cfg.optimizer_type} has no argument {key}.{guess} Its arguments are: "
+                        f"{names}.", key=key, optimizer=cfg.optimizer_type, keys=names)
+
+
 def _optimizer_flag(args: str, key: str) -> Optional[bool]:
     """The boolean value of `key=...` in the optimizer arguments, None when absent."""
     m = re.search(rf"(?:^|[\s,]){re.escape(key)}\s*=\s*(\S+)", args)
@@ -695,3 +733,12 @@ def sample_cadence(ctx: Context) -> Iterator[ValidationIssue]:
         yield issue("sample_prompts", WARNING, "sample_cadence_without_prompts",
                     "Sampling is on, but there are no sample prompts, so no samples will be made. "
                     "Write one prompt per line.")
+
+@rule
+def sample_prompt_lines(ctx: Context) -> Iterator[ValidationIssue]:
+    """Every problem of the sample prompts (or their file), with the line and the option, before training:
+    the sampler itself falls back to defaults mid-run (as sd-scripts does)."""
+    if not ctx.cfg.sample_prompts.strip():
+        return
+    for problem in read_prompts(ctx.cfg.sample_prompts).problems:
+        yield issue("sample_prompts", problem.level, problem.code, problem.message, **problem.params)

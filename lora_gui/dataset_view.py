@@ -15,6 +15,37 @@ def _pct(part: int, whole: int) -> str:
     return f"{round(100 * part / whole)} %" if whole else "—"
 
 
+FILE_LIST_LIMIT = 50  # lines per list; the rest is counted
+
+
+def _note_text(note: dict, lang: str) -> str:
+    key = f"dataset.note_{note.get('code')}"
+    return t(key, lang, **note.get("params", {})) if i18n.has(key, lang) else str(note.get("message", ""))
+
+
+def _file_list(css: str, title: str, lines: list[tuple[str, str]], lang: str, *, open_: bool) -> str:
+    items = "".join(f"<li><code>{esc(name)}</code>: {esc(text)}</li>" for name, text in lines[:FILE_LIST_LIMIT])
+    if len(lines) > FILE_LIST_LIMIT:
+        items += f'<li>{esc(t("dataset.more_files", lang, count=len(lines) - FILE_LIST_LIMIT))}</li>'
+    return (f'<details class="lg-files {css}"{" open" if open_ else ""}><summary>{esc(title)}</summary>'
+            f"<ul>{items}</ul></details>")
+
+
+def _converted_and_skipped(summary: DatasetSummary, lang: str) -> list[str]:
+    """The files loading converts (and how), and the files not trained on (and why)."""
+    parts = []
+    if summary.converted:
+        lines = [(name, "; ".join(_note_text(n, lang) for n in notes)) for name, notes in summary.converted]
+        parts.append(_file_list("lg-converted", t("dataset.converted", lang, count=len(lines)), lines, lang,
+                                open_=len(lines) <= 6))
+    if summary.skipped:
+        lines = [(name, t(f"dataset.skip_{reason}", lang, detail=detail) if i18n.has(f"dataset.skip_{reason}", lang)
+                  else message) for name, reason, detail, message in summary.skipped]
+        parts.append(_file_list("lg-skipped warn", "⚠ " + t("dataset.skipped", lang, count=len(lines)), lines, lang,
+                                open_=True))
+    return parts
+
+
 def render_summary(summary: Optional[DatasetSummary], lang: str, *, engine_ready: bool = True) -> str:
     if summary is None:
         key = "dataset.pick_folder" if engine_ready else "dataset.engine_missing"
@@ -42,6 +73,7 @@ def render_summary(summary: Optional[DatasetSummary], lang: str, *, engine_ready
             parts.append(f'<div class="lg-note">{esc(t("dataset.caption_fallback", lang, ext=summary.caption_extension or "—"))}</div>')
     elif not summary.error:
         parts.append(f'<div class="lg-note">{esc(t("dataset.no_subsets", lang))}</div>')
+    parts += _converted_and_skipped(summary, lang)
     for name, reason in summary.ignored:
         parts.append(f'<div class="lg-note warn">⚠ {esc(t("dataset.ignored", lang, folder=name, reason=reason))}</div>')
     if summary.num_reg_images:

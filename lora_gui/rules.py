@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from lora_gui.i18n import t
+from lora_gui.panel_view import esc
 from lora_gui.sysinfo import xformers_usable
 
 Values = dict[str, Any]  # form values, plus "_family": the model family ("" when unknown)
@@ -37,7 +39,10 @@ def _trains_text_encoder(v: Values) -> bool:
 
 
 def _warmup_possible(v: Values) -> bool:
-    return v.get("optimizer_type") != "Adafactor" and v.get("lr_scheduler") not in ("constant", "adafactor")
+    """Whether the engine uses LR warmup: not with the constant scheduler (it refuses a warmup) nor the
+    adafactor scheduler (it sets its own rate and ignores one). The Adafactor optimizer with any other
+    scheduler warms up like every optimizer, so the page keeps the warmup for it."""
+    return v.get("lr_scheduler") not in ("constant", "adafactor")
 
 
 ENABLED_WHEN: dict[str, Callable[[Values], bool]] = {
@@ -72,6 +77,17 @@ VALUE_WHEN_DISABLED: dict[str, Any] = {
     "full_bf16": False,
     "persistent_data_loader_workers": False,
 }
+
+
+def disabled_notes(values: Values, lang: str) -> dict[str, str]:
+    """HTML lines under disabled fields whose value the page resets, saying why (the engine agrees)."""
+    if _warmup_possible(values):
+        return {}
+    if values.get("lr_scheduler") == "adafactor":
+        text = t("form.warmup_off_adafactor", lang)
+    else:
+        text = t("form.warmup_off_constant", lang)
+    return {"lr_warmup_steps": f'<div class="lg-note" data-note="warmup_off">{esc(text)}</div>'}
 
 
 def dependent_fields() -> list[str]:

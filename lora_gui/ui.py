@@ -243,13 +243,14 @@ def _lenient_values(values: tuple) -> dict[str, Any]:
 
 
 def _notes(values: tuple, check: FormCheck, lang: str) -> dict[str, str]:
-    """Extra lines under fields that are not findings: the detected model family."""
-    path = str(values_to_dict(values).get("pretrained_model_name_or_path") or "")
-    detection = detect_model(path)
+    """Extra lines under fields that are not findings: the detected model family, why a field was reset."""
+    data = values_to_dict(values)
+    notes = rules.disabled_notes(data, lang)
+    detection = detect_model(str(data.get("pretrained_model_name_or_path") or ""))
     if detection is None:
-        return {}
+        return notes
     model_has_issue = any(i.field == "pretrained_model_name_or_path" and i.level == "error" for i in check.issues)
     if not detection.ok and model_has_issue:
-        return {}
-    return {"pretrained_model_name_or_path": source_model.detection_note(detection, lang)}
+        return notes
+    return {**notes, "pretrained_model_name_or_path": source_model.detection_note(detection, lang)}
 

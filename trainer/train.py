@@ -204,8 +204,13 @@ class Trainer(Saving):
         self.dataset = LoraDataset(cfg, self.scan, self.family.latent_scale, plan=self.plan)
         if self.dataset.can_cache_latents and (cfg.cache_latents or cfg.cache_latents_to_disk):
             self.events.emit("log", message="caching latents")
-            n = self.dataset.cache_latents(self._encode_pixels, to_disk=cfg.cache_latents_to_disk)
+            n = self.dataset.cache_latents(self._encode_pixels, to_disk=cfg.cache_latents_to_disk,
+                                           latent_channels=self.comp.vae.config.latent_channels)
             report = self.dataset.cache_report
+            for bad in report.rebuilt if report is not None else []:
+                self.events.emit("warning", code="latent_cache_rebuilt", field="cache_latents_to_disk",
+                                 message=f"the latent cache file {bad.path} was not used: {bad.reason}; "
+                                         "it was encoded again and rewritten", params={"path": str(bad.path)})
             disk = (f" ({report.reused_from_disk} reused from disk, {report.written_to_disk} written to disk)"
                     if cfg.cache_latents_to_disk and report is not None else "")
             self.events.emit("log", message=f"cached latents of {n} images{disk}")
@@ -265,7 +270,7 @@ class Trainer(Saving):
         return "v_prediction" if self.info.v_parameterization else "epsilon"
 
     def _resume(self, state: LoadedState) -> None:
-        self.network.load_trainable_state(state.network_state)
+        self.network.load_trainable_state(state.network_state, source=self.cfg.resume)
         self.optimizer.load_state_dict(state.optimizer)
         self.lr_scheduler.load_state_dict(state.scheduler)
         if self.grad_scaler is not None and state.grad_scaler:

@@ -35,7 +35,7 @@ CODES = (
     "dir_empty", "dir_missing", "dir_not_folder", "dir_holds_images", "dir_no_subsets", "dir_no_images",
     "loose_images_ignored", "folder_ignored", "subset_empty", "nested_images_ignored", "empty_caption",
     "corrupt_image", "caption_unreadable", "duplicate_image_stem", "caption_extension_no_dot",
-    "caption_extension_mismatch", "reg_images_unused",
+    "caption_extension_mismatch", "reg_images_unused", "dir_unreadable", "images_skipped", "reg_dir_overlaps_train",
     "output_dir_empty", "output_dir_not_folder", "output_dir_not_writable", "output_name_invalid", "output_exists",
     "output_name_reserved", "output_name_trailing", "output_name_too_long",
     "alpha_above_rank", "conv_alpha_above_rank", "train_only_conflict", "nothing_to_train",
@@ -249,6 +249,28 @@ def reg_folder(ctx: Context) -> Iterator[ValidationIssue]:
         yield from folder_issues("reg_data_dir", ctx.scan.reg, required=False)
 
 
+@rule
+def reg_folder_overlap(ctx: Context) -> Iterator[ValidationIssue]:
+    """A regularisation folder that is, holds or lies in the image folder trains images as their own class."""
+    train_text, reg_text = ctx.cfg.train_data_dir.strip(), ctx.cfg.reg_data_dir.strip()
+    if not train_text or not reg_text:
+        return
+    train, reg = Path(train_text).expanduser().resolve(), Path(reg_text).expanduser().resolve()
+    if reg == train:
+        relation = "is the image folder"
+    elif train in reg.parents:
+        relation = f"is inside the image folder {train}"
+    elif reg in train.parents:
+        relation = f"contains the image folder {train}"
+    else:
+        return
+    yield issue("reg_data_dir", ERROR, "reg_dir_overlaps_train",
+                f"The regularisation folder {reg_text} {relation}, so training images would also count as "
+                "regularisation images of their own class (doubling the steps and undoing the regularisation). "
+                "Put the regularisation images in a separate folder outside the image folder, or clear this field.",
+                path=reg_text, train_path=train_text)
+
+
 def folder_issues(field: str, scan: FolderScan, *, required: bool) -> Iterator[ValidationIssue]:
     what = "regularisation folder" if scan.is_reg else "image folder"
     example = "1_woman" if scan.is_reg else SUBSET_EXAMPLE
@@ -263,13 +285,17 @@ def folder_issues(field: str, scan: FolderScan, *, required: bool) -> Iterator[V
     if not scan.exists:
         yield issue(field, ERROR, "dir_missing", f"The {what} {path} does not exist. Check the path.", path=path)
         return
+    yield from _unreadable_issues(field, scan)
+    if scan.read_error:
+        return
     if not scan.is_dir:
         yield issue(field, ERROR, "dir_not_folder",
                     f"{path} is a file, not a folder. Choose the folder that contains the {pattern} folders.",
                     path=path)
         return
     if not scan.subsets:
-        yield from _no_subsets(field, scan, what, pattern, example)
+        if not scan.unreadable_subfolders:
+            yield from _no_subsets(field, scan, what, pattern, example)
         return
     if scan.loose_images:
         yield issue(field, WARNING, "loose_images_ignored",
@@ -291,6 +317,11 @@ def folder_issues(field: str, scan: FolderScan, *, required: bool) -> Iterator[V
         yield issue(field, level, "dir_no_images",
                     f"The {pattern} folders in {path} hold no images ({' '.join(IMAGE_EXTENSIONS)}). "
                     "Put the images inside those folders.", path=path)
+    yield from _file_issues(field, scan)
+
+
+def _file_issues(field: str, scan: FolderScan) -> Iterator[ValidationIssue]:
+    """Damaged files, images that share a caption name, and files that are not trained on."""
     for bad in scan.corrupt:
         if bad.kind == "caption":
             yield issue(field, ERROR, "caption_unreadable",
@@ -305,6 +336,24 @@ def folder_issues(field: str, scan: FolderScan, *, required: bool) -> Iterator[V
         yield issue(field, WARNING, "duplicate_image_stem",
                     f"{dup} has the same name as another image in its folder ({dup.stem}.*), so both use the same "
                     "caption file. Rename one of them.", path=str(dup), stem=dup.stem)
+    yield from _skipped_issues(field, scan)
+
+
+def _unreadable_issues(field: str, scan: FolderScan) -> Iterator[ValidationIssue]:
+    for folder, why in scan.unreadable_folders():
+        yield issue(field, ERROR, "dir_unreadable",
+                    f"The folder {folder} cannot be read ({why}). Give your user account read access to it "
+                    f"(e.g. chmod u+rx on it), or choose another folder.", path=str(folder), reason=why)
+
+
+def _skipped_issues(field: str, scan: FolderScan) -> Iterator[ValidationIssue]:
+    if not scan.skipped:
+        return
+    names = [f"{k.path.name} ({k.message})" for k in scan.skipped[:5]]
+    more = f" and {len(scan.skipped) - 5} more" if len(scan.skipped) > 5 else ""
+    yield issue(field, WARNING, "images_skipped",
+                f"{len(scan.skipped)} file(s) in {scan.root} are not trained on: {'; '.join(names)}{more}.",
+                path=str(scan.root), count=len(scan.skipped), files=[str(k.path) for k in scan.skipped])
 
 
 def _no_subsets(field: str, scan: FolderScan, what: str, pattern: str, example: str) -> Iterator[ValidationIssue]:

@@ -19,7 +19,7 @@ Batch dict (`load_batch`):
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -29,7 +29,7 @@ import torch
 from trainer.data import images as imageops
 from trainer.data.buckets import crop_offsets
 from trainer.data.captions import CaptionOptions, process_caption
-from trainer.data.latent_cache import CacheKey, CachedLatents, cache_path, load_latents, save_latents
+from trainer.data.latent_cache import BadCacheFile, CacheKey, CachedLatents, cache_path, load_latents, save_latents
 from trainer.data.scan import DatasetError, DatasetScan, scan_dataset
 from trainer.data.steps import PlannedImage, StepPlan, epoch_batches, plan_steps
 
@@ -44,6 +44,7 @@ class CacheReport:
     written_to_disk: int = 0
     disk_errors: int = 0  # cache files that could not be written (kept in memory only)
     skipped_reason: str = ""  # why nothing was cached, when nothing was
+    rebuilt: list[BadCacheFile] = field(default_factory=list)  # disk cache files that were bad, encoded again
 
 
 def cache_refusal_reason(cfg) -> str:
@@ -142,14 +143,16 @@ class LoraDataset:
         return bool(self._latents) and len(self._latents) == len(self.plan.images)
 
     def cache_latents(self, encode_fn: EncodeFn, *, to_disk: Optional[bool] = None,
-                      encoder_id: Optional[str] = None,
+                      encoder_id: Optional[str] = None, latent_channels: Optional[int] = None,
                       batch_size: int = 1, progress: Optional[Callable[[int, int], None]] = None) -> int:
         """Encode every image once (center crop, plus its mirror with flip_aug); returns the image count.
 
         `encode_fn(pixel_values) -> latents` gets (B, 3, H, W) in [-1, 1] and returns scaled latents.
         With `to_disk` (default cfg.cache_latents_to_disk) a matching `.npz` beside the image is reused
         and new ones are written. `encoder_id` names the encoder (default: the model and VAE paths of the
-        config); a disk cache written by another encoder is not reused.
+        config); a disk cache written by another encoder is not reused. A disk cache file that is
+        damaged, shaped wrong (`latent_channels`: the encoder's, when known) or not finite is listed in
+        `cache_report.rebuilt` and encoded again.
         Refused (returns 0, see `cache_report.skipped_reason`) with color_aug or random_crop.
         """
         reason = cache_refusal_reason(self.cfg)
@@ -163,7 +166,12 @@ class LoraDataset:
         pending: list[tuple[int, Optional[CacheKey]]] = []
         for index, image in enumerate(self.plan.images):
             key = self._cache_key(image, encoder_id) if to_disk else None
-            cached = load_latents(cache_path(image.path, image.bucket), key) if key else None
+            cached = None
+            try:
+                if key is not None:
+                    cached = load_latents(cache_path(image.path, image.bucket), key, channels=latent_channels)
+            except BadCacheFile as bad:
+                report.rebuilt.append(bad)
             if cached is not None:
                 self._store(index, cached)
                 report.reused_from_disk += 1

@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageOps
 
 from trainer.data.buckets import Size, cover_size, crop_offsets
+from trainer.data.image_modes import to_rgb
 
 
 class ImageLoadError(RuntimeError):
@@ -24,11 +25,10 @@ class ImageLoadError(RuntimeError):
 
 
 def load_image(path: Path) -> Image.Image:
-    """The image as RGB, turned upright according to its EXIF orientation."""
+    """The image's first frame as 8-bit RGB, turned upright by its EXIF orientation (see image_modes)."""
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+            return to_rgb(ImageOps.exif_transpose(img))
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageLoadError(path, str(exc)) from None
 

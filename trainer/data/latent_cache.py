@@ -6,11 +6,14 @@ stores, as JSON in `lora_gui_key`, everything the latents depend on: the image f
 modification time and pixel size, the bucket, the resize and crop, whether the flipped latents are
 present, the encoder identity and the latent scale. A later run reuses a file only when all of it
 matches; anything else (an edited image, other bucket settings, another VAE) re-encodes and rewrites it.
+A file that matches but cannot be trusted (damaged, wrong shape or dtype, NaN or infinite values) is
+named in a warning and rebuilt, so a bad cache never reaches the first training step.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -61,8 +64,22 @@ class CachedLatents:
     flipped: Optional[np.ndarray] = None
 
 
-def load_latents(path: Path, key: CacheKey) -> Optional[CachedLatents]:
-    """The cached latents when the file exists and was written for exactly `key`, else None."""
+class BadCacheFile(ValueError):
+    """A cache file written for this image and these settings that cannot be used; the dataset warns and rebuilds."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def load_latents(path: Path, key: CacheKey, *, channels: Optional[int] = None) -> Optional[CachedLatents]:
+    """The cached latents when the file exists and was written for exactly `key`, else None.
+
+    A file for another key (an edited image, other settings, another encoder) is stale: None. A file
+    for this key that is damaged, has the wrong shape or dtype (`channels`: the encoder's latent
+    channels, when known) or holds NaN or infinite values raises BadCacheFile.
+    """
     path = Path(path)
     if not path.is_file():
         return None
@@ -72,14 +89,24 @@ def load_latents(path: Path, key: CacheKey) -> Optional[CachedLatents]:
                 return None
             latents = npz["latents"]
             flipped = npz["latents_flipped"] if key.flipped else None
-    except (OSError, ValueError, KeyError, EOFError):
-        return None  # unreadable or partial: re-encode
-    expected = (key.bucket[1] // 8, key.bucket[0] // 8)
-    if latents.ndim != 3 or latents.shape[-2:] != expected:
-        return None
-    if flipped is not None and flipped.shape != latents.shape:
-        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise BadCacheFile(path, f"cannot be read ({exc})") from None
+    expected = ((channels,) if channels else ()) + (key.bucket[1] // 8, key.bucket[0] // 8)
+    for name, array in (("latents", latents), ("latents_flipped", flipped)):
+        if array is not None:
+            _check_array(path, name, array, expected)
     return CachedLatents(latents, flipped)
+
+
+def _check_array(path: Path, name: str, array: np.ndarray, expected: tuple[int, ...]) -> None:
+    if array.dtype != np.float32:
+        raise BadCacheFile(path, f"{name} are {array.dtype}, not float32")
+    if array.ndim != 3 or array.shape[-len(expected):] != expected:
+        want = ("C, " if len(expected) == 2 else "") + ", ".join(map(str, expected))
+        raise BadCacheFile(path, f"{name} have the shape {tuple(array.shape)}, not ({want})")
+    if not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        raise BadCacheFile(path, f"{name} hold {bad} NaN or infinite value(s)")
 
 
 def save_latents(path: Path, key: CacheKey, cached: CachedLatents) -> None:

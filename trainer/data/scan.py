@@ -7,9 +7,12 @@
       1_woman/                    <- "<repeats>_<class>"
 
 A subfolder name `<repeats>_<text>` gives the repeats and the folder text, which is the caption of
-images without a caption file. Images are .png .jpg .jpeg .webp .bmp in either case, taken from the
-subfolder itself (not from nested folders). Sizes come from the file headers (PIL opens lazily) and
-account for the EXIF orientation, because images are loaded EXIF-transposed.
+images without a caption file. Images are the IMAGE_EXTENSIONS of `image_header` in either case, taken
+from the subfolder itself (not from nested folders). Sizes come from the file headers (PIL opens lazily)
+and account for the EXIF orientation, because images are loaded EXIF-transposed.
+
+Images that loading converts (see `image_modes`) are listed in `FolderScan.converted` with what is done;
+files in another image format, or in a mode that cannot be made RGB, in `FolderScan.skipped` with why.
 
 Corrupt-image policy: a file with an image extension that cannot be read is listed in
 `DatasetScan.corrupt` and is never silently dropped. Validation reports each one as an error, naming the
@@ -23,16 +26,16 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from PIL import Image, UnidentifiedImageError
-
 from trainer.data.captions import CaptionFileError, count_tags, read_caption_file
+from trainer.data.image_header import (IMAGE_EXTENSIONS, BadImageError, ConvertedImage, ImageInfo, SkippedFile,
+                                       image_info, is_image_file, unused_format_reason, unused_image_format)
 from trainer.errors import TrainingError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CAPTION_EXTENSIONS = (".txt", ".caption", ".cap")
 SUBSET_NAME = re.compile(r"^(\d+)_(.*)$", re.DOTALL)
 
@@ -40,10 +43,6 @@ SUBSET_NAME = re.compile(r"^(\d+)_(.*)$", re.DOTALL)
 FROM_FILE = "file"
 FROM_FOLDER = "folder"
 FROM_EMPTY_FILE = "empty_file"  # the caption file is empty, so the folder text is used
-
-
-def is_image_file(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -115,10 +114,18 @@ class FolderScan:
     # images that have a caption file with each of CAPTION_EXTENSIONS (+ the configured one)
     caption_file_counts: dict[str, int] = field(default_factory=dict)
     duplicate_stems: list[Path] = field(default_factory=list)  # a.png + a.jpg share caption and cache names
+    converted: list[ConvertedImage] = field(default_factory=list)  # trained on after a conversion
+    skipped: list[SkippedFile] = field(default_factory=list)  # not trained on, with the reason
+    read_error: str = ""  # why the folder itself cannot be listed (e.g. "Permission denied")
+    unreadable_subfolders: list[tuple[Path, str]] = field(default_factory=list)  # (folder, why)
 
     @property
     def usable(self) -> bool:
-        return self.exists and self.is_dir
+        return self.exists and self.is_dir and not self.read_error
+
+    def unreadable_folders(self) -> list[tuple[Path, str]]:
+        """(folder, why) for the root and each <repeats>_ subfolder that cannot be listed."""
+        return ([(self.root, self.read_error)] if self.read_error else []) + self.unreadable_subfolders
 
     @property
     def image_count(self) -> int:
@@ -142,6 +149,14 @@ class DatasetScan:
     @property
     def corrupt(self) -> list[BadFile]:
         return self.train.corrupt + (self.reg.corrupt if self.reg else [])
+
+    @property
+    def converted(self) -> list[ConvertedImage]:
+        return [c for folder in (self.train, self.reg) if folder for c in folder.converted]
+
+    @property
+    def skipped(self) -> list[SkippedFile]:
+        return [k for folder in (self.train, self.reg) if folder for k in folder.skipped]
 
     @property
     def num_train_images(self) -> int:
@@ -178,11 +193,22 @@ class DatasetScan:
             "num_train_images": self.num_train_images,
             "num_reg_images": self.num_reg_images,
             "corrupt": [{"path": str(b.path), "kind": b.kind, "reason": b.reason} for b in self.corrupt],
+            "converted": [{"path": str(c.path), "notes": [n.to_json() for n in c.notes]} for c in self.converted],
+            "skipped": [{"path": str(k.path), "reason": k.reason, "message": k.message, "detail": k.detail}
+                        for k in self.skipped],
             "tag_frequency": self.tag_frequency(),
         }
 
     def raise_for_problems(self) -> None:
-        """Raise DatasetError when training cannot start: corrupt files, or no images at all."""
+        """Raise DatasetError when training cannot start: unreadable folders or files, or no images at all."""
+        for folder in (self.train, self.reg):
+            unreadable = folder.unreadable_folders() if folder else []
+            if unreadable:
+                path, why = unreadable[0]
+                raise DatasetError("dir_unreadable", f"The folder {path} cannot be read ({why}).",
+                                   field="reg_data_dir" if folder.is_reg else "train_data_dir",
+                                   hint="Give your user account read access to it, or choose another folder.",
+                                   params={"path": str(path), "reason": why})
         if self.corrupt:
             field = "train_data_dir" if self.train.corrupt else "reg_data_dir"
             raise DatasetError("corrupt_image", corrupt_files_message(self.corrupt), field=field,
@@ -218,6 +244,7 @@ def _folder_summary(folder: FolderScan) -> dict[str, Any]:
         "ignored": [{"path": str(i.path), "reason": i.reason, "message": i.message} for i in folder.ignored],
         "loose_images": len(folder.loose_images),
         "caption_file_counts": dict(folder.caption_file_counts),
+        "read_error": folder.read_error,
     }
 
 
@@ -241,14 +268,20 @@ def scan_folder(root, *, is_reg: bool = False, caption_extension: str = ".txt",
     scan = FolderScan(root=root, is_reg=is_reg, given=bool(text))
     if not text:
         return scan
-    scan.exists = root.exists()
-    scan.is_dir = root.is_dir()
+    try:
+        scan.is_dir = stat.S_ISDIR(root.stat().st_mode)
+        scan.exists = True
+    except (FileNotFoundError, NotADirectoryError):
+        return scan
+    except OSError as exc:  # e.g. a parent folder this user may not enter
+        scan.exists, scan.read_error = True, read_error_text(exc)
+        return scan
     if not scan.is_dir:
         return scan
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError:
-        scan.is_dir = False
+    except OSError as exc:
+        scan.read_error = read_error_text(exc)
         return scan
     counts = {e: 0 for e in (*CAPTION_EXTENSIONS, caption_extension) if e}
     for entry in entries:
@@ -261,6 +294,14 @@ def scan_folder(root, *, is_reg: bool = False, caption_extension: str = ".txt",
             scan.loose_images.append(Path(entry.path))
     scan.caption_file_counts = counts
     return scan
+
+
+def read_error_text(exc: OSError) -> str:
+    """Why a folder cannot be read, for messages: the system's reason, plus what it means for a permission."""
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, PermissionError):
+        return f"{reason}: this user account is not allowed to read it"
+    return reason
 
 
 def parse_subset_name(name: str) -> Optional[tuple[int, str]]:
@@ -280,12 +321,13 @@ def _scan_subfolder(scan: FolderScan, folder: Path, caption_extension: str, veri
     if repeats < 1:
         scan.ignored.append(IgnoredFolder(folder, "zero_repeats", "repeats is 0, so it adds no images"))
         return
-    subset = Subset(folder=folder, repeats=repeats, class_tokens=text.strip(), is_reg=scan.is_reg)
-    scan.subsets.append(subset)
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:
+    except OSError as exc:
+        scan.unreadable_subfolders.append((folder, read_error_text(exc)))
         return
+    subset = Subset(folder=folder, repeats=repeats, class_tokens=text.strip(), is_reg=scan.is_reg)
+    scan.subsets.append(subset)
     names = {e.name for e in entries if e.is_file()}
     stems_seen: set[str] = set()
     for entry in entries:
@@ -295,27 +337,40 @@ def _scan_subfolder(scan: FolderScan, folder: Path, caption_extension: str, veri
             if _holds_images(Path(entry.path)):
                 subset.nested_image_folders.append(Path(entry.path))
             continue
-        if not is_image_file(entry.name):
-            continue
         path = Path(entry.path)
-        stem = path.stem
-        if stem in stems_seen:
+        if not is_image_file(entry.name):
+            extension = unused_image_format(entry.name)
+            if extension:
+                scan.skipped.append(SkippedFile(path, "format", unused_format_reason(extension), extension))
+            continue
+        if path.stem in stems_seen:
             scan.duplicate_stems.append(path)
-        stems_seen.add(stem)
+        stems_seen.add(path.stem)
         for ext in caption_counts:
-            if stem + ext in names:
+            if path.stem + ext in names:
                 caption_counts[ext] += 1
-        try:
-            size = image_size(path, verify=verify)
-        except BadImageError as exc:
-            scan.corrupt.append(BadFile(path, "image", exc.reason))
-            continue
-        try:
-            record = _caption_record(path, size, subset.class_tokens, caption_extension, names)
-        except CaptionFileError as exc:
-            scan.corrupt.append(BadFile(exc.path, "caption", exc.reason))
-            continue
-        subset.images.append(record)
+        _scan_image(scan, subset, path, names, caption_extension, verify)
+
+
+def _scan_image(scan: FolderScan, subset: Subset, path: Path, names: set[str], caption_extension: str,
+                verify: bool) -> None:
+    """Add one image file to `subset`, or record why it is not trained on."""
+    try:
+        info: ImageInfo = image_info(path, verify=verify)
+    except BadImageError as exc:
+        scan.corrupt.append(BadFile(path, "image", exc.reason))
+        return
+    if not info.usable:
+        scan.skipped.append(SkippedFile(path, "mode", info.skip_reason, info.mode))
+        return
+    try:
+        record = _caption_record(path, info.size, subset.class_tokens, caption_extension, names)
+    except CaptionFileError as exc:
+        scan.corrupt.append(BadFile(exc.path, "caption", exc.reason))
+        return
+    subset.images.append(record)
+    if info.notes:
+        scan.converted.append(ConvertedImage(path, info.notes))
 
 
 def _caption_record(path: Path, size: tuple[int, int], folder_text: str, ext: str,
@@ -334,64 +389,3 @@ def _holds_images(folder: Path) -> bool:
         return any(e.is_file() and is_image_file(e.name) for e in os.scandir(folder))
     except OSError:
         return False
-
-
-# ---- image headers ------------------------------------------------------------------------
-
-class BadImageError(ValueError):
-    def __init__(self, path: Path, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-_size_cache: dict[tuple[str, int, int, bool], tuple[int, int]] = {}
-_SIZE_CACHE_LIMIT = 100_000
-
-
-def image_size(path: Path, *, verify: bool = False) -> tuple[int, int]:
-    """(width, height) of an image as it will be loaded (EXIF-transposed).
-
-    Reads the header only unless `verify`, which decodes the whole image. Results are cached by
-    path, modification time and file size, so rescanning an unchanged folder is cheap.
-    """
-    path = Path(path)
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise BadImageError(path, f"cannot be read ({exc.strerror or exc})") from None
-    key = (str(path), st.st_mtime_ns, st.st_size, verify)
-    cached = _size_cache.get(key) or _size_cache.get((str(path), st.st_mtime_ns, st.st_size, True))
-    if cached:
-        return cached
-    if st.st_size == 0:
-        raise BadImageError(path, "the file is empty")
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = _orientation(img)
-            if verify:
-                img.load()
-    except UnidentifiedImageError:
-        raise BadImageError(path, "not a readable image (unknown or damaged format)") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise BadImageError(path, f"damaged image ({exc})") from None
-    if width <= 0 or height <= 0:
-        raise BadImageError(path, f"invalid image size {width}x{height}")
-    size = (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
-    if len(_size_cache) >= _SIZE_CACHE_LIMIT:
-        _size_cache.clear()
-    _size_cache[key] = size
-    return size
-
-
-def _orientation(img: Image.Image) -> int:
-    # PIL's PNG getexif() decodes the whole image when the eXIf chunk is not in the header;
-    # such late chunks are rare, and the loader copes with a size that differs from the scan.
-    if img.format == "PNG" and "exif" not in img.info:
-        return 1
-    try:
-        return int(img.getexif().get(0x0112, 1) or 1)
-    except Exception:  # a malformed EXIF block must not make the image "corrupt"
-        return 1

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.network.kohya_format import LoraFile, LoraModule, canonical_name, lora_delta
+from trainer.network.load_errors import ShapeMismatch, shape_mismatch_error
 from trainer.network.targets import find_lora_targets
 
 ADAPTER = "default"
@@ -256,14 +257,14 @@ class LoraNetwork(nn.Module):
         return LoraFile({m.name: m.to_lora_module() for m in self.saved_modules()}, dict(metadata or {}))
 
     @torch.no_grad()
-    def load_lora_file(self, lora: LoraFile) -> LoadReport:
-        """Copy a file's weights and per-module alphas into the injected modules (network_weights).
+    def load_lora_file(self, lora: LoraFile, *, source_field: str = "network_weights",
+                       source: str = "") -> LoadReport:
+        """Copy a file's weights and per-module alphas into the injected modules.
 
         Names may be kohya or peft/diffusers style (see kohya_format.parse_key). A module whose shape
-        differs (another rank) raises TrainingError before anything is changed.
+        differs (another rank) raises TrainingError before anything is changed; it names
+        `source_field` (network_weights, or resume for a saved state) and `source`, the file or folder.
         """
-        from trainer.errors import TrainingError
-
         by_alias = {alias: m for m in self.loras.values() for alias in m.aliases}
         report, pairs, mismatched = LoadReport(), [], []
         for name, src in lora.modules.items():
@@ -271,15 +272,11 @@ class LoraNetwork(nn.Module):
             if dst is None:
                 report.unexpected.append(name)
             elif src.down.shape != dst.lora_down.weight.shape or src.up.shape != dst.lora_up.weight.shape:
-                mismatched.append(f"{name} (file rank {src.rank}, network rank {dst.rank})")
+                mismatched.append(ShapeMismatch.of(name, src, dst))
             else:
                 pairs.append((src, dst))
         if mismatched:
-            raise TrainingError(
-                "network_weights_mismatch",
-                f"The LoRA file does not fit this network: {len(mismatched)} modules differ in shape, "
-                f"e.g. {mismatched[0]}.", field="network_weights",
-                hint="Set network rank (and conv rank for LoCon) to the ranks the file was trained with.")
+            raise shape_mismatch_error(mismatched, source_field, source)
         for src, dst in pairs:
             dst.lora_down.weight.copy_(src.down)
             dst.lora_up.weight.copy_(src.up)
@@ -293,10 +290,11 @@ class LoraNetwork(nn.Module):
         """The saved modules' tensors under kohya keys (fp32, CPU), for resumable training state."""
         return self.to_lora_file().state_dict()
 
-    def load_trainable_state(self, state: Mapping[str, torch.Tensor]) -> None:
+    def load_trainable_state(self, state: Mapping[str, torch.Tensor], *, source: str = "") -> None:
+        """Restore the weights of a saved training state (`source`: its folder, the Resume field)."""
         from trainer.errors import TrainingError
 
-        report = self.load_lora_file(LoraFile.from_state_dict(state))
+        report = self.load_lora_file(LoraFile.from_state_dict(state), source_field="resume", source=source)
         expected = {m.name for m in self.saved_modules()}
         if report.unexpected or expected - set(report.loaded):
             raise TrainingError("resume_state_mismatch",

@@ -385,4 +385,9 @@ def test_codes_list_matches_the_rules():
             if isinstance(code, ast.Constant):
                 used.add(code.value)
     used |= {"vae_missing", "network_weights_missing", "resume_missing"}  # passed through a loop variable
+    import trainer.prompts as prompts  # sample-prompt problems are coded there: _problem(level, code, ...)
+
+    for node in ast.walk(ast.parse(inspect.getsource(prompts))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_problem":
+            used.add(node.args[1].value)
     assert used == set(CODES) and len(CODES) == len(set(CODES))

@@ -783,11 +783,13 @@ def sample_cadence(ctx: Context) -> Iterator[ValidationIssue]:
                     "Sampling is on, but there are no sample prompts, so no samples will be made. "
                     "Write one prompt per line.")
 
+
 @rule
 def sample_prompt_lines(ctx: Context) -> Iterator[ValidationIssue]:
     """Every problem of the sample prompts (or their file), with the line and the option, before training:
     the sampler itself falls back to defaults mid-run (as sd-scripts does)."""
     if not ctx.cfg.sample_prompts.strip():
         return
-    for problem in read_prompts(ctx.cfg.sample_prompts).problems:
-        yield issue("sample_prompts", problem.level, problem.code, problem.message, **problem.params)
+    for found in read_prompts(ctx.cfg.sample_prompts).problems:
+        code = found.code  # a sample_prompt_* code of CODES, set in trainer.prompts
+        yield issue("sample_prompts", found.level, code, found.message, **found.params)

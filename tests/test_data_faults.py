@@ -278,3 +278,15 @@ def test_a_scheduler_without_warmup_resets_it_and_says_so(scheduler, engine_code
     assert scheduler in note_ja and "0 に" in note_ja
     cfg = TrainConfig(optimizer_type="Adafactor", lr_scheduler=scheduler, lr_warmup_steps=10)
     assert engine_code in {i.code for i in validate(cfg)}  # the engine does not warm up either, and says so
+
+
+def test_the_page_shows_the_reset_note_under_the_warmup_field():
+    from lora_gui import ui
+    from lora_gui.checks import check_form
+    from lora_gui.form import config_to_values
+
+    values = config_to_values(TrainConfig(optimizer_type="Adafactor", lr_scheduler="adafactor"))
+    notes = ui._notes(tuple(values), check_form(values, "ja"), "ja")
+    assert "adafactor スケジューラ" in notes["lr_warmup_steps"] and 'data-note="warmup_off"' in notes["lr_warmup_steps"]
+    values = config_to_values(TrainConfig(optimizer_type="Adafactor", lr_scheduler="cosine"))
+    assert "lr_warmup_steps" not in ui._notes(tuple(values), check_form(values, "en"), "en")

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from lora_gui import i18n, presets, rules
+from lora_gui import form_store, i18n, presets, rules
 from lora_gui.checks import FormCheck, check_form, render_overview, slot_updates
 from lora_gui.dataset_view import render_summary
 from lora_gui.engine import detect_model, engine_available
@@ -16,6 +16,7 @@ from lora_gui.form import FIELDS, config_to_values, values_to_dict
 from lora_gui.jobs import JobManager
 from lora_gui.page import Page
 from lora_gui.panel_view import esc
+from lora_gui.paths import MODEL_FIELD
 from lora_gui.tabs import (advanced, config_bar, folders, parameters, samples, slider, source_model, training_panel,
                            utilities)
 from lora_gui.tools_runner import ToolRunner
@@ -182,17 +183,26 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
 
     preset_box = page.parts["preset_dropdown"]
 
-    def on_load(request: gr.Request) -> list[Any]:
+    stored_form = form_store.make_store()
+    gr.on([c.change for c in fields], None, fields, [stored_form], js=form_store.save_js(), queue=False,
+          show_progress="hidden")
+
+    def on_load(stored: Any, request: gr.Request) -> list[Any]:
         lang = _request_language(request, page.lang if not follow_browser else None)
         running = manager.current_config()
-        if running is None:
-            return [lang, gr.update(choices=presets.list_presets()), gr.skip()] + [gr.skip()] * len(FIELDS)
-        # the form shows the running job's settings; its family is the known one (no defaults change)
-        state = {"family": model_family(running.pretrained_model_name_or_path), "auto": {}, "notes": [],
-                 "note_family": ""}
-        return [lang, gr.update(choices=presets.list_presets()), state] + config_to_values(running)
+        choices = gr.update(choices=presets.list_presets())
+        # a running training's settings win; else what this browser's form held before the reload
+        if running is not None:
+            values, model_path = config_to_values(running), running.pretrained_model_name_or_path
+        elif form_store.has_values(stored):
+            values, model_path = form_store.restored_values(stored), str(stored.get(MODEL_FIELD) or "")
+        else:
+            return [lang, choices, gr.skip()] + [gr.skip()] * len(FIELDS)
+        # the model's family is the known one: loading must not switch the family's defaults
+        state = {"family": model_family(model_path), "auto": {}, "notes": [], "note_family": ""}
+        return [lang, choices, state] + values
 
-    demo.load(on_load, None, [lang_box, preset_box, family_state] + fields, show_progress="hidden").then(
+    demo.load(on_load, [stored_form], [lang_box, preset_box, family_state] + fields, show_progress="hidden").then(
         refresh_form, fields + [lang_box, sections_seen], refresh_outputs, show_progress="hidden")
 
 

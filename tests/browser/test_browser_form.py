@@ -7,7 +7,7 @@ import time
 
 from playwright.sync_api import expect
 
-from gui_helpers import ROOT, get_field, is_checked, pick, set_checkbox, set_field, status, wait_ready
+from gui_helpers import ROOT, field_input, get_field, is_checked, pick, set_checkbox, set_field, status, wait_ready
 
 
 def _loose_images(folder):
@@ -50,7 +50,10 @@ def test_preset_save_reload_load(open_page, shot, tmp_path):
 
     page.reload()
     wait_ready(page)
-    assert get_field(page, "network_dim") == "4"  # the page opens with the demo preset again
+    expect(field_input(page, "network_dim")).to_have_value("24", timeout=30_000)  # the form survives a reload
+    pick(page, "preset-select", "cpu_demo")
+    page.click("#preset-load")
+    expect(field_input(page, "network_dim")).to_have_value("4", timeout=30_000)
     pick(page, "preset-select", "roundtrip test")
     page.click("#preset-load")
     expect(page.locator("#preset-message")).to_contain_text("Loaded preset")

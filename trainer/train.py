@@ -43,26 +43,33 @@ class StopSignal:
     def __init__(self, stop_file: Optional[Path] = None, install_handlers: bool = True):
         self.stop_file = stop_file
         self._flag = False
-        self._signalled_at = 0.0
+        self._signals = 0
         if install_handlers:
             signal.signal(signal.SIGINT, self._handle)
             signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self._flag = True
-        self._signalled_at = time.time()
+        self._signals += 1
 
     def requested(self) -> bool:
         return self._flag or (self.stop_file is not None and self.stop_file.exists())
 
-    def requested_since(self, since: float) -> bool:
-        """A stop asked for after `since`: a signal then, or a stop file created or touched since."""
-        if self._signalled_at >= since:
-            return True
+    def mark(self) -> tuple[int, Optional[int]]:
+        """What has been asked so far, for `requested_since`: the signal count and the stop file's mtime."""
+        return self._signals, self._stop_file_mtime()
+
+    def requested_since(self, mark: tuple[int, Optional[int]]) -> bool:
+        """A new stop since `mark`: another signal, or the stop file created or touched (a stop file that was
+        already there does not count: it asked for the stop that is being handled)."""
+        mtime = self._stop_file_mtime()
+        return self._signals > mark[0] or (mtime is not None and mtime != mark[1])
+
+    def _stop_file_mtime(self) -> Optional[int]:
         try:
-            return self.stop_file is not None and self.stop_file.stat().st_mtime >= since
+            return self.stop_file.stat().st_mtime_ns if self.stop_file is not None else None
         except OSError:
-            return False
+            return None
 
 
 @dataclass

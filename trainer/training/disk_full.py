@@ -58,14 +58,22 @@ def full_disk(exc: BaseException, folder: Path, bytes_needed: int, previous_save
     return DiskFull(Path(folder), int(bytes_needed), int(free), previous_save)
 
 
-def wait_for_stop(stop: Any, since: float, seconds: float) -> bool:
-    """Sleep up to `seconds`; True as soon as a stop was asked for after `since` (a signal or the stop file)."""
+def stop_mark(stop: Any) -> Any:
+    """What `stop` has been asked so far (StopSignal.mark()); None for a stop object without marks."""
+    return stop.mark() if hasattr(stop, "mark") else None
+
+
+def wait_for_stop(stop: Any, mark: Any, seconds: float) -> bool:
+    """Sleep up to `seconds`; True as soon as a stop was asked for since `mark`."""
+    def asked() -> bool:
+        return stop.requested_since(mark) if hasattr(stop, "requested_since") else stop.requested()
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if stop.requested_since(since):
+        if asked():
             return True
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-    return stop.requested_since(since)
+    return asked()
 
 
 def format_bytes(n: int) -> str:

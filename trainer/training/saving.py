@@ -6,7 +6,6 @@ trainer's network, optimizer, scheduler, position, files, events and stop signal
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,13 +38,13 @@ class Saving:
             self._retry_save(path, kind=kind, epoch=epoch, step=step, full=full)
 
     def _retry_save(self, path: Path, *, kind: str, epoch: int, step: int, full: Any) -> None:
-        from trainer.training.disk_full import FAILED_HINT, RETRY_SECONDS, full_disk, wait_for_stop
+        from trainer.training.disk_full import FAILED_HINT, RETRY_SECONDS, full_disk, stop_mark, wait_for_stop
 
-        since = time.time()
+        mark = stop_mark(self.stop)  # a stop that arrives from now on ends the waiting
         self.events.emit("warning", code="disk_full", field="output_dir", params=full.params(),
                          message=full.waiting_message(self._unsaved_name(path), RETRY_SECONDS))
         while True:
-            last_try = wait_for_stop(self.stop, since, RETRY_SECONDS)
+            last_try = wait_for_stop(self.stop, mark, RETRY_SECONDS)
             try:
                 self._write_save(path, kind=kind, epoch=epoch, step=step)
                 self.events.emit("log", message=f"saved {path.name}: the disk had room again")

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
+from trainer.findings import Finding
+
 FORMAT_VERSION = 1
 
 # Tabs and sections in kohya_ss order. The UI arranges fields by these names.
@@ -401,18 +403,8 @@ class ConfigError(ValueError):
         super().__init__("; ".join(str(e) for e in errors))
 
 
-@dataclass
-class ValidationIssue:
-    """One finding of validate(): `code` keys the UI's translation catalog, `params` fill its template."""
-
-    field: str
-    level: str  # "error" | "warning"
-    code: str
-    message: str
-    params: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+# One finding of validate(): the project's one finding type (trainer.findings), under its old name.
+ValidationIssue = Finding
 
 
 def parse_resolution(text: str) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from trainer.config import TrainConfig
 from trainer.errors import TrainingError
 from trainer.events import EventWriter
 from trainer.fileio import remove_stale_temp_files
+from trainer.findings import errors_of, warnings_of
 from trainer.training.failures import error_fields
 from trainer.training.loss import diffusion_loss
 from trainer.training.noise import NoiseSchedule, make_noise, sample_timesteps
@@ -243,10 +244,9 @@ class Trainer(Saving):
         for issue in family_issues(self.cfg, self.info.family, cuda=self.precision.device.type == "cuda"):
             if issue.code in self.reported_codes:
                 continue
-            if issue.level == "error":
-                raise TrainingError(issue.code, issue.message, field=issue.field, params=issue.params)
-            self.events.emit("warning", code=issue.code, field=issue.field, message=issue.message,
-                             params=issue.params)
+            if issue.is_error:
+                raise TrainingError.from_finding(issue)
+            self.events.emit(issue.level, **issue.event_fields())
 
     def _cache_text_encoder_outputs(self) -> None:
         """Encode every caption once (optionally from/to `_te_outputs.npz` files); the text encoders then
@@ -498,16 +498,14 @@ def run_training(cfg: TrainConfig, *, events: EventWriter, stop: Optional[StopSi
     stop = stop or StopSignal(Path(cfg.output_dir) / f"{cfg.output_name}.stop")
     trainer: Optional[Trainer] = None
     issues = cfg.validate()
-    errors = [i for i in issues if i.level == "error"]
+    errors = errors_of(issues)
     if cfg.resume:  # resuming continues a run whose files already exist
         errors = [i for i in errors if i.code != "output_exists"]
-    for issue in issues:
-        if issue.level == "warning":
-            events.emit("warning", message=issue.message, code=issue.code, field=issue.field, params=issue.params)
+    for issue in warnings_of(issues):
+        events.emit(issue.level, **issue.event_fields())
     if errors:
         for issue in errors:
-            events.emit("error", code=issue.code, message=issue.message, field=issue.field, hint=None,
-                        params=issue.params)
+            events.emit(issue.level, **issue.event_fields())
         events.emit("done", status="failed", files=[], wall_time_sec=time.time() - t0, steps_done=0,
                     message=errors[0].message)
         return 1

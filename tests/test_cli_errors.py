@@ -194,3 +194,16 @@ def test_written_files_get_the_users_normal_permissions(tmp_path, umask, mode):
     for path in (tmp_path / "preset.json", lora, *state.iterdir()):
         assert path.stat().st_mode & 0o777 == mode, path
     assert state.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_file_problem_during_the_run_is_an_error_event_naming_it(tmp_path, tiny_sd1, image_root):
+    from tests.conftest import make_run_config, run_engine
+
+    cfg = make_run_config(tmp_path, tiny_sd1, image_root, max_train_steps=1)
+    in_the_way = Path(cfg.output_dir) / "tiny.json"  # the run writes its config here: a folder is in the way
+    in_the_way.mkdir(parents=True)
+    proc, events = run_engine(cfg, tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [e for e in events if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["file_error"] and str(in_the_way) in errors[0]["message"], errors
+    assert events[-1]["status"] == "failed"

@@ -43,7 +43,10 @@ def atomic_path(path: Path, *, exclusive: bool = False) -> Iterator[Path]:
             raise OutputExistsError(f"{path} already exists; refusing to overwrite it")
         # mkstemp creates 0600; the finished file gets the permissions any program gives a new file.
         os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:  # name the file the user knows, not the temporary one
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     finally:
         if tmp.exists():
             tmp.unlink()

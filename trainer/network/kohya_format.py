@@ -215,6 +215,7 @@ def read_lora_file(path: Union[str, Path]) -> LoraFile:
             metadata = dict(f.metadata() or {})
             state_dict = {k: f.get_tensor(k) for k in f.keys()}
     elif suffix in TORCH_SUFFIXES:
+        # weights_only: a LoRA file from anywhere must not be able to run code (plain pickle can)
         loaded = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(loaded, dict):
             raise LoraFormatError(f"{path} does not hold a state dict")

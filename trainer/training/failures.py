@@ -33,7 +33,7 @@ def error_fields(exc: Exception) -> dict[str, Any]:
         return {"code": "out_of_memory", "message": "the computer ran out of memory", "field": "train_batch_size",
                 "hint": OOM_HINT}
     if isinstance(exc, OSError) and exc.errno in FULL_DISK_ERRNOS:
-        return {"code": "disk_full", "message": f"the disk is full: {describe_os_error(exc)}", "field": "output_dir",
+        return {"code": "disk_full", "message": f"cannot write {describe_os_error(exc)}", "field": "output_dir",
                 "hint": "Free some space on that disk, then train again.", "params": {"path": exc.filename}}
     if isinstance(exc, OSError) and exc.filename is not None:
         return {"code": "file_error", "message": f"cannot use {describe_os_error(exc)}", "field": None,

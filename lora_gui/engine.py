@@ -6,9 +6,7 @@ engine's torch-free API is a change in one place. Nothing here may import torch.
 
 from __future__ import annotations
 
-import ast
 import functools
-import importlib
 import importlib.util
 import os
 import threading
@@ -17,19 +15,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lora_gui import APP_DIR
-from trainer.config import TrainConfig, ValidationIssue
-
-
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
+from trainer.config import TrainConfig
+from trainer.findings import Finding
 
 
 def engine_available() -> bool:
-    """`python -m trainer` exists (the training loop has landed)."""
-    return _has_module("trainer.__main__")
+    """`python -m trainer` can be started (its entry module is found)."""
+    return importlib.util.find_spec("trainer.__main__") is not None
 
 
 # ---- folder scan shared by validation and the summary ----------------------------------------
@@ -37,9 +29,7 @@ _SCAN_LOCK = threading.Lock()
 
 
 def scan_folders(cfg: TrainConfig) -> Any:
-    """trainer.data.scan.scan_dataset(cfg) (headers only), or None when unavailable or failing."""
-    if not _has_module("trainer.data.scan"):
-        return None
+    """trainer.data.scan.scan_dataset(cfg) (headers only), or None when it fails."""
     from trainer.data.scan import scan_dataset
 
     with _SCAN_LOCK:  # one scan at a time: few CPU cores and possibly many open pages
@@ -49,49 +39,19 @@ def scan_folders(cfg: TrainConfig) -> Any:
             return None
 
 
-# ---- validation -------------------------------------------------------------------------
-def validate(cfg: TrainConfig, scan: Any = None) -> list[ValidationIssue]:
-    """trainer.validation.validate(cfg); no findings while that module is missing."""
-    if not _has_module("trainer.validation"):
-        return []
-    from trainer.validation import validate as engine_validate
+# ---- the pre-flight ---------------------------------------------------------------------
+def validate(cfg: TrainConfig, scan: Any = None) -> list[Finding]:
+    """The engine's one pre-flight (trainer.preflight.validate), sharing the summary's folder scan."""
+    from trainer.preflight import validate as preflight
 
-    if scan is not None:
-        return list(engine_validate(cfg, scan=scan))
-    return list(engine_validate(cfg))
+    return list(preflight(cfg, scan=scan))
 
 
 def validation_codes() -> list[str]:
-    """Every issue code trainer/validation.py can produce (for the translation catalogs).
+    """Every code the pre-flight rules declare (for the translation catalogs)."""
+    from trainer.preflight import CODES
 
-    Uses the module's own list when it exposes one (`CODES`), else reads the string literals
-    passed as `code=` or as the code argument of its issue helpers from the source.
-    """
-    if not _has_module("trainer.validation"):
-        return []
-    module = importlib.import_module("trainer.validation")
-    for name in ("CODES", "ISSUE_CODES", "VALIDATION_CODES"):
-        codes = getattr(module, name, None)
-        if codes:
-            return sorted(set(codes))
-    return sorted(_codes_from_source(Path(module.__file__).read_text(encoding="utf-8")))
-
-
-def _codes_from_source(source: str) -> set[str]:
-    codes: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Call):
-            continue
-        for kw in node.keywords:
-            if kw.arg == "code" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
-                codes.add(kw.value.value)
-        name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-        if name in ("error", "warning", "warn", "issue", "_error", "_warning", "_warn", "_issue", "add"):
-            for arg in node.args[:3]:
-                if (isinstance(arg, ast.Constant) and isinstance(arg.value, str)
-                        and arg.value.replace("_", "").isalnum() and arg.value.islower() and "_" in arg.value):
-                    codes.add(arg.value)
-    return codes
+    return sorted(CODES)
 
 
 # ---- model detection --------------------------------------------------------------------
@@ -110,9 +70,9 @@ class ModelDetection:
 def detect_model(path: str) -> Optional[ModelDetection]:
     """trainer.families.detect.detect_model, cached by path and modification time.
 
-    None while the detector is missing or the path is empty.
+    None while the path is empty.
     """
-    if not path.strip() or not _has_module("trainer.families.detect"):
+    if not path.strip():
         return None
     try:
         mtime = os.stat(path).st_mtime
@@ -188,8 +148,8 @@ def _short(path: Path) -> str:
 
 
 def dataset_summary(cfg: TrainConfig, scan: Any = None) -> Optional[DatasetSummary]:
-    """Subsets, buckets and the exact step count; None while the engine's scanner is missing."""
-    if not cfg.train_data_dir.strip() or not _has_module("trainer.data.steps"):
+    """Subsets, buckets and the exact step count; None without an image folder or when the scan fails."""
+    if not cfg.train_data_dir.strip():
         return None
     from trainer.data.steps import plan_steps
 
@@ -231,11 +191,9 @@ def dataset_summary(cfg: TrainConfig, scan: Any = None) -> Optional[DatasetSumma
 # ---- configs from other tools -----------------------------------------------------------
 def load_any_config(data: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
     """Our flat format, or a kohya_ss GUI JSON (with the keys that could not be mapped)."""
-    if _has_module("trainer.kohya_import"):
-        from trainer.kohya_import import load_any_config as engine_load
+    from trainer.kohya_import import load_any_config as engine_load
 
-        return engine_load(data)
-    return TrainConfig.from_dict(data), []
+    return engine_load(data)
 
 
 def is_kohya_config(data: dict[str, Any]) -> bool:

@@ -91,17 +91,14 @@ def test_japanese_has_label_and_help_for_every_field():
 
 
 def test_japanese_has_every_validation_code():
-    codes = engine.validation_codes()
-    if not codes:
-        pytest.skip("trainer/validation.py has not landed yet")
+    codes = engine.validation_codes()  # derived from the rules' @rule declarations
+    assert codes
     assert set(codes) - set(JA["validation"]) == set()
 
 
 def test_validation_templates_use_only_their_params():
     """Each template's {placeholders} are among the params the rule sends (read from the validation source)."""
-    source = (ROOT / "trainer/validation.py").read_text(encoding="utf-8") if (ROOT / "trainer/validation.py").exists() else ""
-    if not source:
-        pytest.skip("trainer/validation.py has not landed yet")
+    source = "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "trainer/preflight").glob("*.py")))
     for code, template in JA["validation"].items():
         calls = [m.end() for m in re.finditer(rf'(?:ERROR|WARNING|level), "{code}"', source)]
         assert f'"{code}"' in source, code

@@ -11,7 +11,7 @@ from PIL import Image
 
 from trainer.config import TrainConfig
 from trainer.tiny import make_image_folder
-from trainer.validation import CODES, basic_model_path_problem, has_errors, validate
+from trainer.validation import CODES, check_model_path, has_errors, validate
 
 
 @pytest.fixture
@@ -67,14 +67,12 @@ def test_model_folder_without_model_index(good, tmp_path):
     assert "model_index.json" in hit.message
 
 
-def test_basic_model_check_without_family_detection(tmp_path):
+def test_model_check_names_what_is_wrong(tmp_path):
     (tmp_path / "m").mkdir()
-    (tmp_path / "m.safetensors").write_bytes(b"x")
     (tmp_path / "m.txt").write_text("x")
-    assert "model_index.json" in basic_model_path_problem(str(tmp_path / "m"))
-    assert basic_model_path_problem(str(tmp_path / "m.safetensors")) is None
-    assert "not a model file" in basic_model_path_problem(str(tmp_path / "m.txt"))
-    assert "not found" in basic_model_path_problem(str(tmp_path / "none"))
+    assert "model_index.json" in check_model_path(str(tmp_path / "m"))
+    assert "not a model file" in check_model_path(str(tmp_path / "m.txt"))
+    assert "not found" in check_model_path(str(tmp_path / "none"))
 
 
 @pytest.mark.parametrize("field", ["vae", "network_weights", "resume"])
@@ -370,24 +368,42 @@ def test_sample_cadence_without_prompts(good):
     one(good.replace(sample_every_n_steps=10), "sample_cadence_without_prompts", "sample_prompts", "warning")
 
 
-def test_codes_list_matches_the_rules():
+def _function_strings(module) -> tuple[set[str], set[str]]:
+    """(codes passed literally to issue(), every string constant inside a function body) of `module`."""
     import ast
     import inspect
 
-    import trainer.validation as module
-
-    source = inspect.getsource(module)
-    used = set()
-    for node in ast.walk(ast.parse(source)):
+    issued, strings = set(), set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "issue":
             code = node.args[2]
-            assert isinstance(code, ast.Constant) or isinstance(code, ast.Name), ast.dump(code)
+            assert isinstance(code, (ast.Constant, ast.Name)), ast.dump(code)
             if isinstance(code, ast.Constant):
-                used.add(code.value)
-    used |= {"vae_missing", "network_weights_missing", "resume_missing"}  # passed through a loop variable
-    import trainer.prompts as prompts  # sample-prompt problems are coded there: _problem(level, code, ...)
+                issued.add(code.value)
+        if isinstance(node, ast.FunctionDef):
+            for part in node.body:
+                strings |= {n.value for n in ast.walk(part) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    return issued, strings
 
-    for node in ast.walk(ast.parse(inspect.getsource(prompts))):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_problem":
-            used.add(node.args[1].value)
-    assert used == set(CODES) and len(CODES) == len(set(CODES))
+
+def test_codes_are_derived_from_the_rules_declarations():
+    """CODES is the union of what the rules declare; each rule module emits only codes its rules declare, and
+    every declared code is emitted somewhere (the sample-prompt ones by trainer.prompts)."""
+    import ast
+    import importlib
+    import inspect
+
+    import trainer.prompts as prompts
+    from trainer.preflight import RULES
+
+    assert CODES == tuple(dict.fromkeys(code for r in RULES for code in r.codes))
+    prompt_codes = {node.args[1].value for node in ast.walk(ast.parse(inspect.getsource(prompts)))
+                    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_problem"}
+    declared_by_module: dict[str, set[str]] = {}
+    for r in RULES:
+        declared_by_module.setdefault(r.check.__module__, set()).update(r.codes)
+    for name, declared in declared_by_module.items():
+        issued, strings = _function_strings(importlib.import_module(name))
+        assert issued <= declared, (name, issued - declared)
+        assert declared <= strings | prompt_codes, (name, declared - strings - prompt_codes)
+    assert prompt_codes <= set(CODES)

@@ -129,13 +129,28 @@ def test_templates_missing_a_param_fall_back_to_english():
     assert "48" in i18n.issue_text("bucket_steps_not_32", "english text", {"steps": 48}, "ja")
 
 
-def test_setting_lists_in_params_show_the_field_labels():
-    text = i18n.issue_text("te_cache_caption_changes", "english", {"settings": ["shuffle caption", "caption dropout"]},
-                           "ja")
-    assert "キャプションのシャッフル" in text and "キャプションのドロップアウト率" in text and "shuffle caption" not in text
-    assert i18n.setting_name("random crop") == "random_crop"
-    assert i18n.setting_name("dropout caption every n epochs") == "caption_dropout_every_n_epochs"
-    assert i18n.setting_name("something else") is None
+def test_params_that_name_fields_show_the_field_labels():
+    """A finding's params carry field names, never English labels; the page shows the labels of its language."""
+    text = i18n.issue_text("te_cache_caption_changes", "english",
+                           {"caption_fields": ["shuffle_caption", "caption_dropout_rate"]}, "ja")
+    assert JA["fields"]["shuffle_caption"]["label"] in text and JA["fields"]["caption_dropout_rate"]["label"] in text
+    assert "shuffle_caption" not in text
+    text = i18n.issue_text("cache_latents_disabled", "english", {"augmentation_fields": ["random_crop"]}, "ja")
+    assert JA["fields"]["random_crop"]["label"] in text and "random_crop" not in text
+
+
+def test_the_rules_send_field_names_in_params(tmp_path):
+    from trainer.config import TrainConfig
+    from trainer.findings import names_fields
+    from trainer.preflight import validate
+
+    cfg = TrainConfig(cache_text_encoder_outputs=True, network_train_unet_only=True, shuffle_caption=True,
+                      caption_dropout_rate=0.1, cache_latents=True, color_aug=True, random_crop=True)
+    findings = {f.code: f for f in validate(cfg, cuda_available=False)}
+    fields = set(TrainConfig.field_names())
+    for code in ("te_cache_caption_changes", "cache_latents_disabled"):
+        named = {k: v for k, v in findings[code].params.items() if names_fields(k)}
+        assert named and all(set(v) <= fields for v in named.values()), (code, findings[code].params)
 
 
 def test_engine_events_in_japanese():
@@ -167,7 +182,7 @@ def test_engine_refusal_is_rendered_translated_in_the_panel():
     state = ViewState(status="failed")
     state.errors.append({"type": "error", "code": "te_cache_caption_changes", "message": "english",
                          "field": "cache_text_encoder_outputs", "hint": None,
-                         "params": {"settings": ["shuffle caption"]}})
+                         "params": {"caption_fields": ["shuffle_caption"]}})
     html = render_status(state, "ja")
     assert "キャプションのシャッフル" in html and "english" not in html
     assert 'data-code="te_cache_caption_changes"' in html

@@ -6,6 +6,10 @@ a param that names a config field holds the field's name (the page shows its tra
 an English label. `message` is the English text (what is wrong, then what to do) and `hint` an optional
 extra suggestion. Errors block the run; warnings do not.
 
+Params that name config fields say so by their key: `field` or `<what>_field` holds one field name,
+`fields` or `<what>_fields` a list of them (e.g. `caption_fields=["shuffle_caption"]`); the page renders
+them as the fields' labels in its language (lora_gui.i18n), so renaming a label cannot break a page.
+
 Torch-free: the web process imports it.
 """
 
@@ -47,6 +51,11 @@ class Finding:
         if self.is_error:
             fields["hint"] = self.hint
         return fields
+
+
+def names_fields(param: str) -> bool:
+    """Whether a param's value is a config field name (or a list of them), by the convention above."""
+    return param in ("field", "fields") or param.endswith(("_field", "_fields"))
 
 
 def error(field: str, code: str, message: str, *, hint: Optional[str] = None, **params: Any) -> Finding:

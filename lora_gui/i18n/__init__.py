@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from trainer.config import iter_field_meta
+from trainer.findings import names_fields
 
 LANGUAGES: dict[str, str] = {"en": "English", "ja": "日本語"}
 DEFAULT_LANGUAGE = "en"
@@ -111,7 +112,7 @@ def issue_text(code: str, message: str, params: Optional[dict[str, Any]], lang: 
         template = catalog(DEFAULT_LANGUAGE).get("validation", {}).get(code)
     if template is None:
         return message
-    values = {k: _display(v, lang) for k, v in (params or {}).items()}
+    values = {k: _display(k, v, lang) for k, v in (params or {}).items()}
     values.setdefault("message", message)
     if not set(placeholders(template)) <= set(values):
         return message
@@ -153,28 +154,14 @@ def placeholders(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
-def setting_name(text: str) -> Optional[str]:
-    """The config field a rule names in its params: a field name, or its English label (or a unique
-    part of one), as the rules write them ("shuffle caption", "caption dropout", "random crop")."""
-    text = str(text).strip()
-    if text in _FIELD_META:
-        return text
-    wanted = text.lower()
-    labels = {name: (meta.get("label") or "").lower() for name, meta in _FIELD_META.items()}
-    exact = [name for name, label in labels.items() if label == wanted]
-    if exact:
-        return exact[0]
-    partial = [name for name, label in labels.items() if wanted and wanted in label]
-    return partial[0] if len(partial) == 1 else None
-
-
-def _display(value: Any, lang: str = DEFAULT_LANGUAGE) -> str:
+def _display(param: str, value: Any, lang: str = DEFAULT_LANGUAGE) -> str:
+    """A param as the template shows it: field names as their labels in `lang`, lists joined, 2.0 as 2."""
+    if names_fields(param):
+        names = value if isinstance(value, (list, tuple)) else [value]
+        labels = [t("issue.setting", lang, label=field_label(str(name), lang)) for name in names]
+        return t("issue.list_separator", lang).join(labels)
     if isinstance(value, (list, tuple)):
-        items = []
-        for item in value:
-            name = setting_name(item) if isinstance(item, str) and lang != DEFAULT_LANGUAGE else None
-            items.append(t("issue.setting", lang, label=field_label(name, lang)) if name else str(item))
-        return t("issue.list_separator", lang).join(items) if lang != DEFAULT_LANGUAGE else ", ".join(items)
+        return t("issue.list_separator", lang).join(str(item) for item in value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

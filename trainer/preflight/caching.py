@@ -11,13 +11,13 @@ from trainer.preflight.registry import ERROR, WARNING, Context, issue, rule, tra
 @rule("cache_latents_disabled")
 def latent_caching(ctx: Context) -> Iterator[Finding]:
     cfg = ctx.cfg
-    augs = [label for name, label in (("color_aug", "color augmentation"), ("random_crop", "random crop"))
+    augs = [(name, label) for name, label in (("color_aug", "color augmentation"), ("random_crop", "random crop"))
             if getattr(cfg, name)]
     if (cfg.cache_latents or cfg.cache_latents_to_disk) and augs:
         yield issue("cache_latents", WARNING, "cache_latents_disabled",
-                    f"Latents will not be cached because {' and '.join(augs)} change(s) the image every epoch; "
-                    "the VAE encodes every batch instead (slower). Turn the augmentation off to use the cache.",
-                    augmentations=augs)
+                    f"Latents will not be cached because {' and '.join(label for _, label in augs)} change(s) the "
+                    "image every epoch; the VAE encodes every batch instead (slower). Turn the augmentation off to "
+                    "use the cache.", augmentation_fields=[name for name, _ in augs])
 
 
 @rule("te_cache_with_te_training", "te_cache_caption_changes")
@@ -31,12 +31,13 @@ def text_encoder_cache(ctx: Context) -> Iterator[Finding]:
                     "Text-encoder outputs cannot be cached while the text encoder is trained: its outputs "
                     "change every step. Turn on 'Train UNet only' (or set the text-encoder learning rate to 0), "
                     "or turn caching off.")
-    changes = [label for on, label in ((cfg.shuffle_caption, "shuffle caption"),
-                                       (cfg.caption_dropout_rate > 0, "caption dropout"),
-                                       (cfg.caption_dropout_every_n_epochs > 0, "dropout caption every n epochs"))
-               if on]
+    changes = [(name, label) for on, name, label in (
+        (cfg.shuffle_caption, "shuffle_caption", "shuffle caption"),
+        (cfg.caption_dropout_rate > 0, "caption_dropout_rate", "caption dropout"),
+        (cfg.caption_dropout_every_n_epochs > 0, "caption_dropout_every_n_epochs", "dropout caption every n epochs"),
+    ) if on]
     if changes:
         yield issue(field, ERROR, "te_cache_caption_changes",
-                    f"Text-encoder outputs cannot be cached with {' and '.join(changes)}: the captions change "
-                    "during training, so each image's outputs are not fixed. Turn those off, or turn caching off.",
-                    settings=changes)
+                    f"Text-encoder outputs cannot be cached with {' and '.join(label for _, label in changes)}: the "
+                    "captions change during training, so each image's outputs are not fixed. Turn those off, or "
+                    "turn caching off.", caption_fields=[name for name, _ in changes])

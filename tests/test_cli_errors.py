@@ -207,3 +207,8 @@ def test_a_file_problem_during_the_run_is_an_error_event_naming_it(tmp_path, tin
     errors = [e for e in events if e["type"] == "error"]
     assert [e["code"] for e in errors] == ["file_error"] and str(in_the_way) in errors[0]["message"], errors
     assert events[-1]["status"] == "failed"
+
+
+def test_output_folder_with_a_name_too_long(tmp_path):
+    config = write_config(tmp_path / "run.json", output_dir=str(tmp_path / ("d" * 300) / "out"), output_name="x")
+    assert_one_message(cli("trainer", "--config", str(config)), "[output_dir_invalid] output_dir", "255 bytes")

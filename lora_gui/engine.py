@@ -1,7 +1,8 @@
-"""The only module of the web process that calls into `trainer/` beyond config and events.
+"""The web process's gateway to the engine's torch-free API (the boundary: lora_gui/boundary.py).
 
-Every engine function the GUI needs goes through one small adapter here, so a change in the
-engine's torch-free API is a change in one place. Nothing here may import torch.
+Other web modules import only the shared definitions (config and parameter definitions, events,
+findings, file writes); every engine function the GUI needs goes through one small adapter here, so a
+change in the engine's torch-free API is a change in one place. Nothing here may import torch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Optional
 
 from lora_gui import APP_DIR
 from trainer.config import TrainConfig
+from trainer.data.image_header import IMAGE_EXTENSIONS  # noqa: F401 - the images training uses, for the GUI
 from trainer.findings import Finding
 
 
@@ -207,6 +209,28 @@ def kohya_fields(data: dict[str, Any]) -> frozenset[str]:
     from trainer.kohya_import import kohya_fields as engine_fields
 
     return frozenset(engine_fields(data))
+
+
+# ---- slider runs ------------------------------------------------------------------------
+def check_slider_spec(spec: Any, *, check_outputs: bool = True) -> list[Finding]:
+    """trainer.slider.validate_spec: every problem of a slider spec found without loading a model."""
+    from trainer.slider import validate_spec
+
+    return validate_spec(spec, check_outputs=check_outputs)
+
+
+def slider_stages(spec: Any) -> list[Any]:
+    """The stages a slider run of `spec` goes through (trainer.slider.plan_stages)."""
+    from trainer.slider import plan_stages
+
+    return plan_stages(spec)
+
+
+def slider_command(spec_path: str) -> list[str]:
+    """The command line that runs a saved slider spec."""
+    from trainer.slider import slider_command as command
+
+    return command(spec_path)
 
 
 def engine_command(run_json: Path) -> list[str]:

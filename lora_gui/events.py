@@ -6,7 +6,6 @@ that changes when the part changes, so a page that polls once a second only redr
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,11 +185,3 @@ def read_log_tail(path: Path, max_lines: int = 40, max_bytes: int = 16_384) -> s
     if size > max_bytes:
         lines = lines[1:]
     return "\n".join(without_library_noise(lines)[-max_lines:]).rstrip()
-
-
-class StateBox:
-    """A view state shared by the job thread and every page, behind one lock."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.state = ViewState()

@@ -86,13 +86,11 @@ def training_request(cfg: TrainConfig) -> JobRequest:
 
 def slider_request(spec: Any) -> JobRequest:
     """A slider run of `spec` (trainer.slider.SliderSpec with absolute paths): its spec file, its command."""
-    from trainer.slider import plan_stages, slider_command
-
     spec_files = spec.files()
     files = JobFiles(spec_files.output_dir, spec.output_name)
-    return JobRequest("slider", files, slider_command(str(spec_files.spec_json)),
+    return JobRequest("slider", files, engine.slider_command(str(spec_files.spec_json)),
                       {spec_files.spec_json: spec.to_json() + "\n"}, spec,
-                      [asdict(stage) for stage in plan_stages(spec)])
+                      [asdict(stage) for stage in engine.slider_stages(spec)])
 
 
 @dataclass

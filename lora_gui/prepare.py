@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from trainer.data.image_header import IMAGE_EXTENSIONS  # the images training uses, defined once
+from lora_gui.engine import IMAGE_EXTENSIONS  # the images training uses, defined once
 
 
 class PrepareError(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -150,11 +149,7 @@ def test_scan_subsets_captions_sizes_and_ignored_folders(tmp_path):
     assert scan.num_train_images == 60
     assert scan.dataset_dirs() == {"10_sks woman": {"n_repeats": 10, "img_count": 6}}
     assert scan.tag_frequency()["10_sks woman"] == {"sks woman": 6, "red dress": 1}
-    summary = scan.summary()
-    json.dumps(summary)
-    assert summary["train"]["subsets"][0] | {"folder": None} == {
-        "folder": None, "name": "10_sks woman", "repeats": 10, "class_tokens": "sks woman", "images": 6,
-        "captioned": 1, "samples": 60}
+    assert subset.num_samples == 60
 
 
 def test_scan_size_follows_exif_orientation(tmp_path):

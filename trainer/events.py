@@ -14,7 +14,7 @@ import errno
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 # type -> fields it carries (besides `type` and `time`). README documents the same table.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -157,14 +157,3 @@ class EventReader:
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:
     return EventReader(path).poll()
-
-
-def iter_type(events: list[dict[str, Any]], type: str) -> Iterator[dict[str, Any]]:
-    return (e for e in events if e.get("type") == type)
-
-
-def last_of(events: list[dict[str, Any]], type: str) -> Optional[dict[str, Any]]:
-    found = None
-    for e in iter_type(events, type):
-        found = e
-    return found

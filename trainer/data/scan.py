@@ -29,7 +29,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from trainer.data.captions import CaptionFileError, count_tags, read_caption_file
 from trainer.data.image_header import (IMAGE_EXTENSIONS, BadImageError, ConvertedImage, ImageInfo, SkippedFile,
@@ -184,21 +184,6 @@ class DatasetScan:
                 counts[tag] = counts.get(tag, 0) + n
         return freq
 
-    def summary(self) -> dict[str, Any]:
-        """A JSON-ready overview for the UI (per-image details stay on the Subset objects)."""
-        return {
-            "train": _folder_summary(self.train),
-            "reg": _folder_summary(self.reg) if self.reg else None,
-            "caption_extension": self.caption_extension,
-            "num_train_images": self.num_train_images,
-            "num_reg_images": self.num_reg_images,
-            "corrupt": [{"path": str(b.path), "kind": b.kind, "reason": b.reason} for b in self.corrupt],
-            "converted": [{"path": str(c.path), "notes": [n.to_json() for n in c.notes]} for c in self.converted],
-            "skipped": [{"path": str(k.path), "reason": k.reason, "message": k.message, "detail": k.detail}
-                        for k in self.skipped],
-            "tag_frequency": self.tag_frequency(),
-        }
-
     def raise_for_problems(self) -> None:
         """Raise DatasetError when training cannot start: unreadable folders or files, or no images at all."""
         for folder in (self.train, self.reg):
@@ -231,21 +216,6 @@ def corrupt_files_message(bad: list[BadFile]) -> str:
 
 def _dirs(folder: FolderScan) -> dict[str, dict[str, int]]:
     return {s.name: {"n_repeats": s.repeats, "img_count": s.image_count} for s in folder.subsets}
-
-
-def _folder_summary(folder: FolderScan) -> dict[str, Any]:
-    return {
-        "root": str(folder.root) if folder.given else "",
-        "exists": folder.exists,
-        "is_dir": folder.is_dir,
-        "subsets": [{"folder": str(s.folder), "name": s.name, "repeats": s.repeats, "class_tokens": s.class_tokens,
-                     "images": s.image_count, "captioned": s.captioned_count, "samples": s.num_samples}
-                    for s in folder.subsets],
-        "ignored": [{"path": str(i.path), "reason": i.reason, "message": i.message} for i in folder.ignored],
-        "loose_images": len(folder.loose_images),
-        "caption_file_counts": dict(folder.caption_file_counts),
-        "read_error": folder.read_error,
-    }
 
 
 # ---- scanning ---------------------------------------------------------------------------

@@ -12,14 +12,12 @@ user metadata (modelspec.*, or anything else) later does not change them. No lib
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
-from typing import Mapping, Union
+from typing import Mapping
 
 import torch
 
 LEGACY_OFFSET = 0x100000
 LEGACY_LENGTH = 0x10000
-_CHUNK = 1 << 20
 
 
 def safetensors_header_size(blob: bytes) -> int:
@@ -44,19 +42,3 @@ def training_hashes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, 
     ss_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
     blob = save(dict(tensors), ss_only or None)
     return data_sha256(blob), legacy_hash(blob)
-
-
-def file_sha256(path: Union[str, Path]) -> str:
-    """sha256 of a whole file (sd-scripts' `ss_new_sd_model_hash` of the base model)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_legacy_hash(path: Union[str, Path]) -> str:
-    """A1111's old 8-digit model hash of a whole file (sd-scripts' `ss_sd_model_hash`)."""
-    with open(path, "rb") as fh:
-        fh.seek(LEGACY_OFFSET)
-        return hashlib.sha256(fh.read(LEGACY_LENGTH)).hexdigest()[:8]

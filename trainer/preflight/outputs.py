@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 from trainer.config import TrainConfig
 from trainer.fileio import MAX_NAME_BYTES, NameProblem, portable_name_problem
 from trainer.findings import Finding
-from trainer.preflight.registry import ERROR, WARNING, Context, issue, rule
+from trainer.preflight.registry import ERROR, Context, issue, rule
 
 # The longest file names a run makes from output_name, temporary names included (fileio.atomic_path,
 # training/state.py, sampling.sample_file_name): the name must leave room for them.

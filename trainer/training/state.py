@@ -150,7 +150,3 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise SafeTreeError(path, f"not a readable safetensors file ({exc})") from None
-
-
-def is_state_folder(path: Path) -> bool:
-    return (Path(path) / STATE_FILE).is_file()

@@ -17,6 +17,7 @@ GATEWAY = "lora_gui.engine"
 SHARED_DEFINITIONS = (
     "trainer.config",
     "trainer.params",
+    "trainer.unused_fields",
     "trainer.findings",
     "trainer.events",
     "trainer.fileio",
@@ -37,6 +38,7 @@ TORCH_FREE = (
     "trainer",
     "trainer.config",
     "trainer.params",
+    "trainer.unused_fields",
     "trainer.findings",
     "trainer.events",
     "trainer.errors",

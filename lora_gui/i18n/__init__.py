@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from trainer.config import iter_field_meta
 from trainer.findings import names_fields
+from trainer.unused_fields import NOT_USED_YET
 
 LANGUAGES: dict[str, str] = {"en": "English", "ja": "日本語"}
 DEFAULT_LANGUAGE = "en"
@@ -89,8 +90,12 @@ def field_label(name: str, lang: str) -> str:
 
 
 def field_help(name: str, lang: str) -> str:
+    """The field's help; a field that changes nothing yet (trainer.unused_fields) says so after it."""
     entry = catalog(normalize(lang)).get("fields", {}).get(name, {})
-    return entry.get("help") or _FIELD_META.get(name, {}).get("help") or ""
+    text = entry.get("help") or _FIELD_META.get(name, {}).get("help") or ""
+    if name in NOT_USED_YET:
+        text = t("field.not_used_yet", lang, help=text)
+    return text
 
 
 def section_title(tab: str, section: str, lang: str) -> str:

@@ -6,45 +6,15 @@ decide where the generated components go; nothing here names a parameter by hand
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import gradio as gr
 
 from lora_gui import i18n
-from trainer.config import ConfigError, FieldError, TrainConfig, field_type, iter_field_meta
+from trainer.config import ConfigError, FieldError, TrainConfig
+from trainer.params import FieldSpec, field_specs
 
-
-@dataclass(frozen=True)
-class FieldSpec:
-    name: str
-    kind: type  # str, int, float or bool
-    optional: bool
-    default: Any
-    tab: str
-    section: str
-    choices: Optional[tuple]
-    minimum: Optional[float]
-    maximum: Optional[float]
-    step: Optional[float]
-    widget: Optional[str]
-
-    @property
-    def wide(self) -> bool:
-        """Paths and free text take a whole row."""
-        return self.widget in ("path", "textarea")
-
-
-def _spec(f: dataclasses.Field, meta: dict[str, Any]) -> FieldSpec:
-    kind, optional = field_type(f)
-    return FieldSpec(name=f.name, kind=kind, optional=optional, default=f.default, tab=meta["tab"],
-                     section=meta.get("section") or "basic", choices=meta.get("choices"),
-                     minimum=meta.get("min"), maximum=meta.get("max"), step=meta.get("step"),
-                     widget=meta.get("widget"))
-
-
-FIELDS: tuple[FieldSpec, ...] = tuple(_spec(f, meta) for f, meta in iter_field_meta())
+FIELDS: tuple[FieldSpec, ...] = tuple(field_specs(TrainConfig).values())
 FIELD_NAMES: tuple[str, ...] = tuple(s.name for s in FIELDS)
 SPEC: dict[str, FieldSpec] = {s.name: s for s in FIELDS}
 

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from trainer.config import SAVE_PRECISIONS
 from trainer.fileio import same_path
+from trainer.params import FieldSpec
+from trainer.tools.options import (CHECKPOINT_SUFFIXES, DYNAMIC_METHODS, LORA_SUFFIXES, TOOLS,  # noqa: F401
+                                   dynamic_param_problem, option_specs)
 
-
-TOOLS = ("inspect", "merge", "svd_merge", "resize", "extract")
 MAX_MODELS = 4  # model + ratio rows of the merge forms (as kohya's GUI)
-PRECISIONS = ("float", "fp16", "bf16")
-DYNAMIC_METHODS = ("sv_ratio", "sv_fro", "sv_cumulative")
-LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+FIXED_RANK = "none"  # the dynamic_method value of the form for "no dynamic method"
+# each tool's options as the form reads them: kinds, ranges, choices, start values
+OPTION_SPECS: dict[str, dict[str, FieldSpec]] = {tool: option_specs(tool) for tool in TOOLS}
 
 
 @dataclass
@@ -60,6 +61,13 @@ def number_text(value: float) -> str:
     """A number as the command line shows it: 8, 1.5, -1.5, 5e-05."""
     value = float(value)
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _option(args: ToolArgs, form: dict[str, Any], name: str) -> Optional[float]:
+    """The form number of the tool option `name`, checked by the option's kind and range."""
+    spec = OPTION_SPECS[args.tool][name]
+    return _number(args, form, name, integer=spec.kind is int, optional=spec.optional, minimum=spec.minimum,
+                   maximum=spec.maximum)
 
 
 def _number(args: ToolArgs, form: dict[str, Any], name: str, *, integer: bool = False, optional: bool = False,
@@ -158,7 +166,7 @@ def _models_and_ratios(args: ToolArgs, form: dict[str, Any]) -> tuple[list[str],
 
 def _save_options(args: ToolArgs, form: dict[str, Any], *, device: bool = True, verbose: bool = True) -> list[str]:
     precision = str(form.get("save_precision") or "float")
-    if precision not in PRECISIONS:
+    if precision not in SAVE_PRECISIONS:
         args.problems.append(Problem("save_precision", "tool_err.bad_choice", {"value": precision}))
     out = ["--save_precision", precision]
     if device:
@@ -199,9 +207,9 @@ def build_merge(form: dict[str, Any]) -> ToolArgs:
 def build_svd_merge(form: dict[str, Any]) -> ToolArgs:
     args = ToolArgs("svd_merge")
     models, ratios = _models_and_ratios(args, form)
-    rank = _number(args, form, "new_rank", integer=True, minimum=1)
-    conv_rank = _number(args, form, "new_conv_rank", integer=True, optional=True, minimum=1)
-    clamp = _number(args, form, "clamp_quantile", minimum=0.01, maximum=1)
+    rank = _option(args, form, "new_rank")
+    conv_rank = _option(args, form, "new_conv_rank")
+    clamp = _option(args, form, "clamp_quantile")
     argv = ["svd_merge", "--models", *models, "--ratios", *ratios, "--new_rank", _text(rank)]
     if conv_rank is not None:
         argv += ["--new_conv_rank", _text(conv_rank)]
@@ -213,22 +221,20 @@ def build_svd_merge(form: dict[str, Any]) -> ToolArgs:
 def build_resize(form: dict[str, Any]) -> ToolArgs:
     args = ToolArgs("resize")
     model = _input_file(args, form, "model")
-    rank = _number(args, form, "new_rank", integer=True, minimum=1)
-    conv_rank = _number(args, form, "new_conv_rank", integer=True, optional=True, minimum=1)
+    rank = _option(args, form, "new_rank")
+    conv_rank = _option(args, form, "new_conv_rank")
     argv = ["resize", "--model", model, "--new_rank", _text(rank)]
     if conv_rank is not None:
         argv += ["--new_conv_rank", _text(conv_rank)]
     method = str(form.get("dynamic_method") or "")
-    if method and method != "none":
+    if method and method != FIXED_RANK:
         if method not in DYNAMIC_METHODS:
             args.problems.append(Problem("dynamic_method", "tool_err.bad_choice", {"value": method}))
         param = _number(args, form, "dynamic_param")
-        if param is not None:
-            if method == "sv_ratio" and param < 1:
-                args.problems.append(Problem("dynamic_param", "tool_err.sv_ratio_param", {"value": number_text(param)}))
-            elif method in ("sv_fro", "sv_cumulative") and not 0 < param <= 1:
-                args.problems.append(Problem("dynamic_param", "tool_err.fraction_param",
-                                             {"method": method, "value": number_text(param)}))
+        problem = dynamic_param_problem(method, param) if param is not None else None
+        if problem is not None:
+            args.problems.append(Problem("dynamic_param", f"tool_err.{problem[0]}",
+                                         {"method": method, "value": number_text(param)}))
         argv += ["--dynamic_method", method, "--dynamic_param", _text(param)]
     argv += ["--save_to", _output(args, form, [model])]
     args.argv = argv + _save_options(args, form)
@@ -241,10 +247,10 @@ def build_extract(form: dict[str, Any]) -> ToolArgs:
     tuned = _input_model(args, form, "model_tuned")
     if org and tuned and Path(org).exists() and Path(tuned).exists() and same_path(Path(org), Path(tuned)):
         args.problems.append(Problem("model_tuned", "tool_err.same_models"))
-    dim = _number(args, form, "dim", integer=True, minimum=1)
-    conv_dim = _number(args, form, "conv_dim", integer=True, optional=True, minimum=1)
-    clamp = _number(args, form, "clamp_quantile", minimum=0.01, maximum=1)
-    min_diff = _number(args, form, "min_diff", minimum=0)
+    dim = _option(args, form, "dim")
+    conv_dim = _option(args, form, "conv_dim")
+    clamp = _option(args, form, "clamp_quantile")
+    min_diff = _option(args, form, "min_diff")
     argv = ["extract", "--model_org", org, "--model_tuned", tuned, "--dim", _text(dim)]
     if conv_dim is not None:
         argv += ["--conv_dim", _text(conv_dim)]

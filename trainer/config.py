@@ -11,54 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
 from trainer.findings import Finding
+# FieldError, coerce_value, field_type and param are re-exported: `from trainer.config import param` keeps working.
+from trainer.params import FieldError, ParamError, coerce_value, field_type, param, read_values  # noqa: F401
 
 FORMAT_VERSION = 1
+# format_version v -> v + 1 (trainer.params.read_values applies them to older presets)
+MIGRATIONS: dict = {}
 
 # Tabs and sections in kohya_ss order. The UI arranges fields by these names.
 TABS = ("source_model", "folders", "parameters", "advanced", "samples")
-
-
-def param(
-    default: Any,
-    help: str,
-    *,
-    tab: str,
-    section: str = "basic",
-    label: Optional[str] = None,
-    choices: Optional[tuple] = None,
-    min: Optional[float] = None,
-    max: Optional[float] = None,
-    widget: Optional[str] = None,
-    step: Optional[float] = None,
-    sd_scripts: Union[bool, str] = True,
-) -> Any:
-    """Declare a config field with the metadata the UI and the validator use.
-
-    `sd_scripts` says how the field appears on an sd-scripts command line (train_network.py):
-    True: `--<name>` as is; False: sd-scripts has no such option; "network_args": inside
-    `--network_args name=value`; "network_module": chooses `--network_module`; "unless_default":
-    given only when not the default (sd-scripts refuses the default value); "file": the text
-    goes into a file whose path is given; "implied": no option of its own, it decides which
-    other options are given (fields it disables are left out)."""
-    meta = {
-        "help": help,
-        "tab": tab,
-        "section": section,
-        "label": label,
-        "choices": choices,
-        "min": min,
-        "max": max,
-        "widget": widget,
-        "step": step,
-        "sd_scripts": sd_scripts,
-    }
-    return field(default=default, metadata=meta)
 
 
 LR_SCHEDULERS = (
@@ -86,6 +52,26 @@ OPTIMIZERS = (
 SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver++", "pndm", "lms", "heun", "dpm_2", "dpm_2_a")
 PRECISIONS = ("no", "fp16", "bf16")
 SAVE_PRECISIONS = ("float", "fp16", "bf16")
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'512' -> (512, 512); '512,768' -> (512, 768) as (width, height)."""
+    parts = [p.strip() for p in str(text).replace("x", ",").split(",") if p.strip()]
+    if len(parts) not in (1, 2):
+        raise ValueError(f"resolution must be \"512\" or \"width,height\", got {text!r}")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"resolution must be whole numbers, got {text!r}") from None
+    if any(n < 64 or n > 8192 for n in nums):
+        raise ValueError(f"resolution sides must be between 64 and 8192, got {text!r}")
+    return (nums[0], nums[-1])
+
+
+def check_warmup_steps(value: float) -> None:
+    """lr_warmup_steps: a whole number of steps, or a fraction of the run below 1."""
+    if value >= 1 and not float(value).is_integer():
+        raise ValueError("must be a whole number of steps, or a fraction below 1")
 
 
 @dataclass
@@ -166,7 +152,8 @@ class TrainConfig:
         None, "Text-encoder learning rate. Blank = learning rate; 0 = do not train the text encoder.",
         tab="parameters", label="Text encoder learning rate", min=0.0, max=10.0)
     lr_warmup_steps: float = param(0, "Warmup steps: a whole number of steps, or a fraction (<1) of total steps.",
-                                   tab="parameters", label="LR warmup steps", min=0.0, max=1_000_000)
+                                   tab="parameters", label="LR warmup steps", min=0.0, max=1_000_000,
+                                   check=check_warmup_steps)
     lr_scheduler_num_cycles: int = param(1, "Restarts for cosine_with_restarts.", tab="parameters",
                                          label="LR number of cycles", min=1, max=1000)
     lr_scheduler_power: float = param(1.0, "Power of the polynomial scheduler.", tab="parameters",
@@ -174,7 +161,7 @@ class TrainConfig:
     max_grad_norm: float = param(1.0, "Clip gradients to this norm (0 = no clipping).", tab="parameters",
                                  label="Max grad norm", min=0.0, max=1000.0)
     resolution: str = param("512", "Training resolution: \"512\" or \"width,height\".", tab="parameters",
-                             label="Max resolution")
+                            label="Max resolution", check=parse_resolution)
     enable_bucket: bool = param(True, "Group images by aspect ratio instead of cropping all to a square.",
                                 tab="parameters", label="Enable buckets")
     min_bucket_reso: int = param(256, "Smallest bucket side in pixels.", tab="parameters",
@@ -321,26 +308,7 @@ class TrainConfig:
 
         With partial=True missing keys keep their defaults (presets may be sparse).
         """
-        errors: list[FieldError] = []
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, raw in data.items():
-            if key == "format_version":
-                if not isinstance(raw, int) or raw > FORMAT_VERSION:
-                    errors.append(FieldError(key, f"unsupported format_version {raw!r}; this app reads {FORMAT_VERSION}"))
-                continue
-            if key not in known:
-                errors.append(FieldError(key, "unknown parameter"))
-                continue
-            try:
-                values[key] = coerce_value(known[key], raw)
-            except ValueError as exc:
-                errors.append(FieldError(key, str(exc)))
-        if not partial:
-            missing = [n for n in known if n not in data]
-            errors.extend(FieldError(n, "missing") for n in missing)
-        if errors:
-            raise ConfigError(errors)
+        values = read_values(cls, data, version=FORMAT_VERSION, migrations=MIGRATIONS, partial=partial)
         return cls(**values)
 
     @classmethod
@@ -386,87 +354,12 @@ class TrainConfig:
         return self.lora_type == "LoCon"
 
 
-@dataclass
-class FieldError:
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}" if self.field else self.message
-
-
-class ConfigError(ValueError):
-    """A run/preset file with bad fields. `errors` names each field."""
-
-    def __init__(self, errors: list[FieldError]):
-        self.errors = errors
-        super().__init__("; ".join(str(e) for e in errors))
+# A run/preset file with bad fields (`errors` names each field): the parameter base's one error type.
+ConfigError = ParamError
 
 
 # One finding of validate(): the project's one finding type (trainer.findings), under its old name.
 ValidationIssue = Finding
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """'512' -> (512, 512); '512,768' -> (512, 768) as (width, height)."""
-    parts = [p.strip() for p in str(text).replace("x", ",").split(",") if p.strip()]
-    if len(parts) not in (1, 2):
-        raise ValueError(f"resolution must be \"512\" or \"width,height\", got {text!r}")
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"resolution must be whole numbers, got {text!r}") from None
-    if any(n < 64 or n > 8192 for n in nums):
-        raise ValueError(f"resolution sides must be between 64 and 8192, got {text!r}")
-    return (nums[0], nums[-1])
-
-
-def field_type(f: dataclasses.Field) -> tuple[type, bool]:
-    """The field's base type and whether None is allowed, from its annotation string."""
-    ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    optional = ann.startswith("Optional[")
-    if optional:
-        ann = ann[len("Optional["):-1]
-    return {"str": str, "int": int, "float": float, "bool": bool}[ann], optional
-
-
-def coerce_value(f: dataclasses.Field, raw: Any) -> Any:
-    """Check one JSON value against the field's type, choices and range."""
-    kind, optional = field_type(f)
-    meta = f.metadata
-    if raw is None or (optional and raw == ""):
-        if optional:
-            return None
-        raise ValueError("must not be empty")
-    if kind is bool:
-        if not isinstance(raw, bool):
-            raise ValueError(f"must be true or false, got {raw!r}")
-        value: Any = raw
-    elif kind is int:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ValueError(f"must be a whole number, got {raw!r}")
-        value = int(raw)
-    elif kind is float:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
-            raise ValueError(f"must be a number, got {raw!r}")
-        value = float(raw)
-    else:
-        if not isinstance(raw, str):
-            raise ValueError(f"must be text, got {raw!r}")
-        value = raw
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        raise ValueError(f"must be one of {', '.join(map(str, choices))}; got {raw!r}")
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and value < lo:
-        raise ValueError(f"must be at least {lo}, got {raw!r}")
-    if hi is not None and value > hi:
-        raise ValueError(f"must be at most {hi}, got {raw!r}")
-    if f.name == "resolution":
-        parse_resolution(value)
-    if f.name == "lr_warmup_steps" and value >= 1 and not float(value).is_integer():
-        raise ValueError("must be a whole number of steps, or a fraction below 1")
-    return value
 
 
 def iter_field_meta() -> Iterator[tuple[dataclasses.Field, dict[str, Any]]]:

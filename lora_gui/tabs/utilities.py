@@ -16,7 +16,7 @@ import gradio as gr
 from lora_gui import i18n, sysinfo, tool_args
 from lora_gui.page import Page
 from lora_gui.tabs.common import tab_intro
-from lora_gui.tool_args import DYNAMIC_METHODS, MAX_MODELS, PRECISIONS, TOOLS
+from lora_gui.tool_args import DYNAMIC_METHODS, FIXED_RANK, MAX_MODELS, OPTION_SPECS, TOOLS
 from lora_gui.tool_view import (model_note, problem_html, render_busy, render_message, render_problems,
                                 render_result, render_running)
 from lora_gui.tools_runner import ToolBusy, ToolRunner
@@ -65,6 +65,23 @@ class _Builder:
         self.form.inputs[key], self.form.slots[key], self.form.cells[key] = comp, slot, cell
         return comp
 
+    def option(self, key: str, label: str, info: str = "", **kwargs: Any) -> Any:
+        """The tool option `key` (trainer.tools.options): its kind picks the component, its start value,
+        step and choices come from its declaration. Optional numbers are text boxes (blank = None)."""
+        spec = OPTION_SPECS[self.form.tool][key]
+        value = kwargs.pop("value", spec.default)
+        if spec.kind is bool:
+            return self.add(key, gr.Checkbox, label, info, value=bool(value), **kwargs)
+        if spec.choices is not None and "choices_in" not in kwargs:
+            kwargs["choices"] = list(spec.choices)
+        if spec.choices is not None:
+            return self.add(key, gr.Dropdown, label, info, value=value, **kwargs)
+        if spec.widget == "path":
+            return self.path(key, label, info, **kwargs)
+        if spec.kind in (int, float) and not spec.optional:
+            return self.add(key, gr.Number, label, info, value=value, step=spec.step or 0.01, **kwargs)
+        return self.add(key, gr.Textbox, label, info, value="" if value is None else str(value), **kwargs)
+
     def path(self, key: str, label: str, info: str, **kwargs: Any) -> Any:
         return self.add(key, gr.Textbox, label, info, wide=True, placeholder=self.page.t("form.path_placeholder"),
                         **kwargs)
@@ -75,19 +92,19 @@ class _Builder:
             with gr.Row(elem_classes=["lg-grid", "lg-model-row"]):
                 self.add(f"models.{i}", gr.Textbox, "tools.model_n" if i else "tools.model_first", "", wide=False,
                          placeholder=self.page.t("form.path_placeholder"), elem_classes=["lg-model-path"])
-                self.add(f"ratios.{i}", gr.Number, "tools.ratio", "", value=1.0, step=0.05)
+                ratios = OPTION_SPECS[self.form.tool]["ratios"]
+                self.add(f"ratios.{i}", gr.Number, "tools.ratio", "", value=ratios.default, step=ratios.step)
 
     def output(self, *, device: bool = True, verbose: bool = True) -> None:
         with gr.Row(elem_classes=["lg-grid"]):
-            self.path("save_to", "tools.save_to", "tools.save_to_info")
-            self.add("save_precision", gr.Dropdown, "tools.save_precision", "tools.save_precision_info",
-                     choices=list(PRECISIONS), value="fp16")
+            self.option("save_to", "tools.save_to", "tools.save_to_info")
+            self.option("save_precision", "tools.save_precision", "tools.save_precision_info")
             if device:
                 self.add("device", gr.Dropdown, "tools.device", "tools.device_info", choices=["cpu", "cuda"],
                          value="cuda" if sysinfo.cuda_available() else "cpu", allow_custom_value=True)
             if verbose:
-                self.add("verbose", gr.Checkbox, "tools.verbose", "tools.verbose_info", value=True)
-            self.add("overwrite", gr.Checkbox, "tools.overwrite", "tools.overwrite_info", value=False)
+                self.option("verbose", "tools.verbose", "tools.verbose_info")
+            self.option("overwrite", "tools.overwrite", "tools.overwrite_info")
 
 
 # ---- layout ----------------------------------------------------------------------------------------------
@@ -111,46 +128,41 @@ def build(page: Page) -> dict[str, ToolForm]:
 
 def _inspect(b: _Builder) -> None:
     with gr.Row(elem_classes=["lg-grid"]):
-        b.path("model", "tools.lora_file", "tools.inspect_model_info")
+        b.option("model", "tools.lora_file", "tools.inspect_model_info")
 
 
 def _merge(b: _Builder) -> None:
     b.model_rows()
     with gr.Row(elem_classes=["lg-grid"]):
         b.add("into_checkpoint", gr.Checkbox, "tools.into_checkpoint", "tools.into_checkpoint_info", value=False)
-        b.path("sd_model", "tools.sd_model", "tools.sd_model_info", visible=False)
+        b.option("sd_model", "tools.sd_model", "tools.sd_model_info", visible=False)
     b.output(device=False, verbose=False)
 
 
 def _svd_merge(b: _Builder) -> None:
     b.model_rows()
     with gr.Row(elem_classes=["lg-grid"]):
-        b.add("new_rank", gr.Number, "tools.new_rank", "tools.svd_rank_info", value=8, step=1)
-        b.add("new_conv_rank", gr.Textbox, "tools.new_conv_rank", "tools.new_conv_rank_info", value="")
-        b.add("clamp_quantile", gr.Number, "tools.clamp_quantile", "tools.clamp_quantile_info", value=0.99, step=0.01)
+        b.option("new_rank", "tools.new_rank", "tools.svd_rank_info", value=8)  # kohya GUI's start value
+        b.option("new_conv_rank", "tools.new_conv_rank", "tools.new_conv_rank_info")
+        b.option("clamp_quantile", "tools.clamp_quantile", "tools.clamp_quantile_info")
     b.output()
 
 
 def _resize(b: _Builder) -> None:
     with gr.Row(elem_classes=["lg-grid"]):
-        b.path("model", "tools.lora_file", "tools.resize_model_info")
-        b.add("new_rank", gr.Number, "tools.new_rank", "tools.resize_rank_info", value=4, step=1)
-        b.add("new_conv_rank", gr.Textbox, "tools.new_conv_rank", "tools.new_conv_rank_info", value="")
-        b.add("dynamic_method", gr.Dropdown, "tools.dynamic_method", "tools.dynamic_method_info",
-              choices_in=dynamic_choices, value="none")
-        b.add("dynamic_param", gr.Textbox, "tools.dynamic_param", "tools.dynamic_param_info", value="",
-              interactive=False)
+        b.option("model", "tools.lora_file", "tools.resize_model_info")
+        b.option("new_rank", "tools.new_rank", "tools.resize_rank_info")
+        b.option("new_conv_rank", "tools.new_conv_rank", "tools.new_conv_rank_info")
+        b.option("dynamic_method", "tools.dynamic_method", "tools.dynamic_method_info", choices_in=dynamic_choices,
+                 value=FIXED_RANK)
+        b.option("dynamic_param", "tools.dynamic_param", "tools.dynamic_param_info", interactive=False)
     b.output()
 
 
 def _extract(b: _Builder) -> None:
     with gr.Row(elem_classes=["lg-grid"]):
-        b.path("model_org", "tools.model_org", "tools.model_org_info")
-        b.path("model_tuned", "tools.model_tuned", "tools.model_tuned_info")
-        b.add("dim", gr.Number, "tools.dim", "tools.dim_info", value=4, step=1)
-        b.add("conv_dim", gr.Textbox, "tools.conv_dim", "tools.conv_dim_info", value="")
-        b.add("clamp_quantile", gr.Number, "tools.clamp_quantile", "tools.clamp_quantile_info", value=0.99, step=0.01)
-        b.add("min_diff", gr.Number, "tools.min_diff", "tools.min_diff_info", value=0.01, step=0.001)
+        for key in ("model_org", "model_tuned", "dim", "conv_dim", "clamp_quantile", "min_diff"):
+            b.option(key, f"tools.{key}", f"tools.{key}_info")
     b.output()
 
 
@@ -159,8 +171,8 @@ FORM_BUILDERS = {"inspect": _inspect, "merge": _merge, "svd_merge": _svd_merge, 
 
 
 def dynamic_choices(lang: str) -> list[tuple[str, str]]:
-    return [(i18n.t("tools.fixed_rank", lang), "none")] + [(i18n.t(f"tools.method_{m}", lang), m)
-                                                           for m in DYNAMIC_METHODS]
+    return [(i18n.t("tools.fixed_rank", lang), FIXED_RANK)] + [(i18n.t(f"tools.method_{m}", lang), m)
+                                                               for m in DYNAMIC_METHODS]
 
 
 # ---- behaviour ------------------------------------------------------------------------------------------
@@ -175,7 +187,7 @@ def wire(page: Page, runner: ToolRunner, lang_box: Any) -> None:
     merge.inputs["into_checkpoint"].change(lambda on: gr.update(visible=bool(on)), [merge.inputs["into_checkpoint"]],
                                            [merge.cells["sd_model"]], show_progress="hidden", queue=False)
     resize = page.parts["tool_forms"]["resize"]
-    resize.inputs["dynamic_method"].change(lambda m: gr.update(interactive=bool(m) and m != "none"),
+    resize.inputs["dynamic_method"].change(lambda m: gr.update(interactive=bool(m) and m != FIXED_RANK),
                                            [resize.inputs["dynamic_method"]], [resize.inputs["dynamic_param"]],
                                            show_progress="hidden", queue=False)
 

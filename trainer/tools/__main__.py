@@ -15,84 +15,19 @@ from typing import Optional, Sequence
 
 from trainer.cli import CommandLineError, add_debug_flag, run_guarded
 from trainer.fileio import OutputExistsError
+from trainer.params import add_arguments
 from trainer.tools.errors import ToolError
-
-PRECISIONS = ("float", "fp16", "bf16")
-
-
-def _common(p: argparse.ArgumentParser, *, output: bool = True) -> None:
-    p.add_argument("--device", default=None, help="device for the math, e.g. cuda (default: cpu)")
-    if output:
-        p.add_argument("--save_to", required=True, help="output LoRA (.safetensors, or .ckpt/.pt/.pth)")
-        p.add_argument("--save_precision", default="float", choices=PRECISIONS, help="dtype of the saved tensors")
-        p.add_argument("--overwrite", action="store_true", help="replace --save_to if it exists (never an input)")
-        p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON to FILE")
-        p.add_argument("--progress_lines", action="store_true",
-                       help="print 'PROGRESS done/total' lines on stderr (for programs, e.g. the GUI)")
-
-
-def _ratios(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", nargs="+", required=True, help="LoRA files to merge")
-    p.add_argument("--ratios", nargs="+", type=float, required=True, help="one ratio per model (may be negative)")
-    p.add_argument("--precision", default=None, help="accepted for sd-scripts compatibility; math is always ≥ fp32")
-
+from trainer.tools.options import TOOL_HELP, TOOL_OPTIONS
 
 def build_parser() -> argparse.ArgumentParser:
+    """One sub-command per tool, its flags generated from trainer.tools.options."""
     parser = argparse.ArgumentParser(prog="python -m trainer.tools", description="LoRA toolbox (kohya format)")
     add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("inspect", help="metadata, ranks, alphas, norms, problems of a LoRA file")
-    p.add_argument("--model", required=True)
-    p.add_argument("--summary", action="store_true", help="no per-module table")
-    p.add_argument("--full_metadata", action="store_true", help="do not shorten long metadata values")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
-
-    p = sub.add_parser("merge", help="exact merge: ΔW = Σ ratio·ΔW (ranks concatenate)")
-    _ratios(p)
-    p.add_argument("--concat", action="store_true", help="accepted; merges always concatenate (exact)")
-    p.add_argument("--shuffle", action="store_true", help="accepted; channel order does not change ΔW")
-    p.add_argument("--sd_model", default=None, help="merge into this base model; --save_to is then a checkpoint")
-    p.add_argument("--v2", action="store_true", help="with --sd_model: the base is SD2 (detected from the files too)")
-    p.add_argument("--v_parameterization", action="store_true", help="with --sd_model: v-prediction base")
-    p.add_argument("--save_as", choices=("single_file", "diffusers"), default="single_file",
-                   help="with --sd_model: write one .safetensors/.ckpt file, or a diffusers folder at --save_to")
-    _common(p)
-
-    p = sub.add_parser("svd_merge", help="merge, then re-factorise to a fixed rank by SVD")
-    _ratios(p)
-    p.add_argument("--new_rank", type=int, default=4)
-    p.add_argument("--new_conv_rank", type=int, default=None, help="rank of 3×3 convs (default: new_rank)")
-    p.add_argument("--clamp_quantile", type=float, default=0.99, help="sd-scripts' outlier clamp; 1 disables it")
-    p.add_argument("--verbose", action="store_true", help="per-module report")
-    _common(p)
-
-    p = sub.add_parser("resize", help="reduce the rank (fixed or dynamic per module)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--new_rank", type=int, default=4, help="rank (the cap in dynamic modes)")
-    p.add_argument("--new_conv_rank", type=int, default=None, help="rank of 3×3 convs (default: new_rank)")
-    p.add_argument("--dynamic_method", choices=("sv_ratio", "sv_fro", "sv_cumulative"), default=None)
-    p.add_argument("--dynamic_param", type=float, default=None)
-    p.add_argument("--verbose", action="store_true", help="per-module report")
-    _common(p)
-
-    p = sub.add_parser("extract", help="LoRA from the difference of two models")
-    p.add_argument("--model_org", required=True, help="original model: diffusers folder, .safetensors/.ckpt, "
-                   "or a module-weights file")
-    p.add_argument("--model_tuned", required=True, help="fine-tuned model (same kinds)")
-    p.add_argument("--dim", type=int, default=4)
-    p.add_argument("--conv_dim", type=int, default=None, help="rank of 3×3 convs (default: convs not extracted)")
-    p.add_argument("--clamp_quantile", type=float, default=0.99)
-    p.add_argument("--min_diff", type=float, default=0.01, help="text encoder kept only if it changed more")
-    p.add_argument("--exact_svd", action="store_true", help="full SVD instead of the randomised top-k one")
-    p.add_argument("--v2", action="store_true", help="metadata: SD2 base")
-    p.add_argument("--v_parameterization", action="store_true", help="metadata: v-prediction base")
-    p.add_argument("--sdxl", action="store_true", help="metadata: SDXL base")
-    p.add_argument("--load_precision", default=None, help="accepted for sd-scripts compatibility")
-    p.add_argument("--verbose", action="store_true", help="per-module report")
-    _common(p)
-
-    for tool_parser in sub.choices.values():
+    for tool, groups in TOOL_OPTIONS.items():
+        tool_parser = sub.add_parser(tool, help=TOOL_HELP[tool])
+        for group in groups:
+            add_arguments(tool_parser, group)
         add_debug_flag(tool_parser, in_subcommand=True)
     # Delegated to trainer.slider before parsing (see main); listed here for --help.
     sub.add_parser("slider", help="slider LoRA wizard: train, merge, resize, preview (slider --help)", add_help=False)

@@ -13,11 +13,11 @@ from typing import Iterable, Optional
 
 from trainer.fileio import OutputExistsError, same_path
 from trainer.network.kohya_format import LoraFile, read_lora_file, write_lora_file
+from trainer.config import SAVE_PRECISIONS
 from trainer.tools.errors import ToolError
+from trainer.tools.options import LORA_SUFFIXES
 
-SAVE_PRECISIONS = ("float", "fp16", "bf16")
 _PRECISION_ALIASES = {"fp32": "float", "float32": "float", "float16": "fp16", "bfloat16": "bf16", "half": "fp16"}
-LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 
 
 def normalize_precision(value: Optional[str]) -> str:

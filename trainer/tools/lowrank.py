@@ -22,8 +22,7 @@ import torch
 from torch import Tensor
 
 from trainer.tools.errors import ToolError
-
-DYNAMIC_METHODS = ("sv_ratio", "sv_fro", "sv_cumulative")
+from trainer.tools.options import DYNAMIC_METHODS, dynamic_param_problem
 
 # Relative slack when comparing a retained fraction with its target: cumsum(σ²)/Σσ² for the full
 # spectrum can come out as 0.9999999999999998, and p = 1.0 must still select the whole spectrum.
@@ -172,10 +171,9 @@ def check_dynamic(method: Optional[str], param: Optional[float]) -> None:
         raise ToolError(f"unknown dynamic method {method!r}", hint=f"one of {', '.join(DYNAMIC_METHODS)}")
     if param is None:
         raise ToolError(f"--dynamic_method {method} needs --dynamic_param")
-    if method == "sv_ratio" and not param >= 1.0:
-        raise ToolError(f"sv_ratio needs a ratio ≥ 1 (σ_max/σ_min kept), got {param}")
-    if method in ("sv_fro", "sv_cumulative") and not 0.0 < param <= 1.0:
-        raise ToolError(f"{method} needs a fraction in (0, 1], got {param}")
+    problem = dynamic_param_problem(method, param)
+    if problem is not None:
+        raise ToolError(problem[1])
 
 
 def spectrum_stats(s: Sequence[float], k: int) -> tuple[float, float, float]:

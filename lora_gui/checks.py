@@ -1,12 +1,13 @@
-"""Checking the form: config errors, validate() findings, and where the page shows them.
+"""Checking the form: config errors, the pre-flight's findings, and where the page shows them.
 
+The findings are the engine's own (trainer.findings.Finding), their message put in the page's language.
 Every finding is shown next to its field (a small message slot under each component) and, for
 findings of fields on other tabs, in the list above the Start button.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import gradio as gr
@@ -16,25 +17,18 @@ from lora_gui.engine import DatasetSummary
 from lora_gui.form import FIELDS, SPEC, build_config, values_to_dict
 from lora_gui.panel_view import esc
 from trainer.config import ConfigError, FieldError, TrainConfig
-
-
-@dataclass
-class Issue:
-    field: str
-    level: str  # "error" | "warning"
-    code: str
-    text: str  # in the page's language
+from trainer.findings import Finding, error, errors_of
 
 
 @dataclass
 class FormCheck:
     config: Optional[TrainConfig]
-    issues: list[Issue] = field(default_factory=list)
+    issues: list[Finding] = field(default_factory=list)  # messages in the page's language
     summary: Optional[DatasetSummary] = None
 
     @property
-    def errors(self) -> list[Issue]:
-        return [i for i in self.issues if i.level == "error"]
+    def errors(self) -> list[Finding]:
+        return errors_of(self.issues)
 
     @property
     def ok(self) -> bool:
@@ -48,16 +42,15 @@ def check_form(values: list[Any] | tuple[Any, ...], lang: str, *, with_summary: 
     """Build the config and run validate(); the folder scan is shared with the dataset summary."""
     cfg, field_errors = build_config(values)
     if cfg is None:
-        issues = [Issue(e.field, "error", "bad_value",
+        issues = [error(e.field, "bad_value",
                         i18n.t("issue.bad_value", lang, label=i18n.field_label(e.field, lang), message=e.message))
                   for e in field_errors]
         summary = engine.dataset_summary(lenient_config(values, field_errors)) if with_summary else None
         return FormCheck(None, issues, summary)
     scan = engine.scan_folders(cfg)
-    issues = []
-    for found in engine.validate(cfg, scan):
-        text = i18n.issue_text(found.code, found.message, found.params, lang)
-        issues.append(Issue(found.field or "", found.level, found.code, text))
+    issues = [replace(found, field=found.field or "",
+                      message=i18n.issue_text(found.code, found.message, found.params, lang))
+              for found in engine.validate(cfg, scan)]
     summary = engine.dataset_summary(cfg, scan) if with_summary else None
     return FormCheck(cfg, issues, summary)
 
@@ -72,19 +65,19 @@ def lenient_config(values: list[Any] | tuple[Any, ...], errors: list[FieldError]
         return TrainConfig(train_data_dir=str(data.get("train_data_dir", "")))
 
 
-def render_slot(issues: list[Issue]) -> str:
+def render_slot(issues: list[Finding]) -> str:
     lines = []
     for issue in sorted(issues, key=lambda i: i.level != "error"):
         icon = "✖" if issue.level == "error" else "⚠"
         lines.append(f'<div class="lg-issue lg-issue-{issue.level}" data-code="{esc(issue.code)}">'
-                     f'<span class="lg-issue-icon">{icon}</span> {esc(issue.text)}</div>')
+                     f'<span class="lg-issue-icon">{icon}</span> {esc(issue.message)}</div>')
     return "".join(lines)
 
 
 def slot_updates(check: FormCheck, notes: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
     """One update per field (FIELDS order) for the message slot under it; `notes` adds info lines."""
     notes = notes or {}
-    by_field: dict[str, list[Issue]] = {}
+    by_field: dict[str, list[Finding]] = {}
     for issue in check.issues:
         by_field.setdefault(issue.field, []).append(issue)
     updates = []
@@ -112,6 +105,6 @@ def render_overview(check: FormCheck, lang: str) -> str:
             target = f' data-field="{esc(issue.field)}" data-tab="{esc(tab)}"'
         icon = "✖" if issue.level == "error" else "⚠"
         items.append(f'<li class="lg-ov-{issue.level}" data-code="{esc(issue.code)}"{target}>{icon} {where}'
-                     f'{esc(issue.text)}</li>')
+                     f'{esc(issue.message)}</li>')
     cls = "has-errors" if errors else "warnings-only"
     return f'<div class="lg-overview {cls}"><div class="lg-overview-head">{esc(head)}</div><ul>{"".join(items)}</ul></div>'

@@ -212,3 +212,14 @@ def test_a_file_problem_during_the_run_is_an_error_event_naming_it(tmp_path, tin
 def test_output_folder_with_a_name_too_long(tmp_path):
     config = write_config(tmp_path / "run.json", output_dir=str(tmp_path / ("d" * 300) / "out"), output_name="x")
     assert_one_message(cli("trainer", "--config", str(config)), "[output_dir_invalid] output_dir", "255 bytes")
+
+
+def test_a_merged_diffusers_folder_gets_the_users_normal_permissions(tmp_path, tiny_sd1):
+    from trainer.tools.models import load_base_model, save_model_folder
+
+    old = os.umask(0o022)
+    try:
+        out = save_model_folder(load_base_model(str(tiny_sd1)), tmp_path / "merged")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o755

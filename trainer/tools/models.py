@@ -102,6 +102,8 @@ def save_model_folder(model: LoadedModel, path: str | os.PathLike, *, save_preci
 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
+    from trainer.fileio import current_umask
+
     dtype = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[save_precision]
     comp = model.comp
     for part in (comp.unet, comp.vae, comp.text_encoder):
@@ -114,6 +116,7 @@ def save_model_folder(model: LoadedModel, path: str | os.PathLike, *, save_preci
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; the folder is the user's ordinary output
         tmp.rename(path)
     finally:
         if tmp.exists():

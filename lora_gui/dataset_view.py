@@ -66,9 +66,9 @@ def render_summary(summary: Optional[DatasetSummary], lang: str, *, engine_ready
                 f'<td class="num cov-{cov_cls}">{esc(coverage)}</td><td class="num">{s.repeats * s.images}</td></tr>')
         parts.append(
             f'<table class="lg-table"><thead><tr><th>{esc(t("dataset.col_folder", lang))}</th>'
-            f'<th>{esc(t("dataset.col_repeats", lang))}</th><th>{esc(t("dataset.col_tokens", lang))}</th>'
-            f'<th>{esc(t("dataset.col_images", lang))}</th><th>{esc(t("dataset.col_captions", lang))}</th>'
-            f'<th>{esc(t("dataset.col_samples", lang))}</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+            f'<th class="num">{esc(t("dataset.col_repeats", lang))}</th><th>{esc(t("dataset.col_tokens", lang))}</th>'
+            f'<th class="num">{esc(t("dataset.col_images", lang))}</th><th class="num">{esc(t("dataset.col_captions", lang))}</th>'
+            f'<th class="num">{esc(t("dataset.col_samples", lang))}</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
         if any(not s.is_reg and s.captioned < s.images for s in summary.subsets):
             parts.append(f'<div class="lg-note">{esc(t("dataset.caption_fallback", lang, ext=summary.caption_extension or "—"))}</div>')
     elif not summary.error:
@@ -84,8 +84,8 @@ def render_summary(summary: Optional[DatasetSummary], lang: str, *, engine_ready
         parts.append(
             f'<details class="lg-buckets"{" open" if len(summary.buckets) <= 6 else ""}><summary>'
             f'{esc(t("dataset.buckets", lang, count=len(summary.buckets)))}</summary><table class="lg-table">'
-            f'<thead><tr><th>{esc(t("dataset.col_bucket", lang))}</th><th>{esc(t("dataset.col_images", lang))}</th>'
-            f'<th>{esc(t("dataset.col_samples", lang))}</th><th>{esc(t("dataset.col_batches", lang))}</th></tr>'
+            f'<thead><tr><th>{esc(t("dataset.col_bucket", lang))}</th><th class="num">{esc(t("dataset.col_images", lang))}</th>'
+            f'<th class="num">{esc(t("dataset.col_samples", lang))}</th><th class="num">{esc(t("dataset.col_batches", lang))}</th></tr>'
             f'</thead><tbody>{rows}</tbody></table></details>')
     if summary.steps_per_epoch:
         parts.append(

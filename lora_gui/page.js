@@ -33,4 +33,14 @@
     };
     setTimeout(reveal, 60);
   });
+  // The open tab, as <body data-lg-tab="...">: the style sheet hides the training's Start, Print and
+  // problem list on the Slider tab, which has its own Start (one Start button per tab).
+  const markTab = () => {
+    const selected = document.querySelector("#main-tabs [role=tab][aria-selected=true]");
+    const match = selected && selected.id.match(/^tab-(.+)-button$/);
+    if (match && document.body.dataset.lgTab !== match[1]) document.body.dataset.lgTab = match[1];
+  };
+  new MutationObserver(markTab).observe(document.body, { subtree: true, attributes: true,
+                                                          attributeFilter: ["aria-selected"] });
+  markTab();
 }

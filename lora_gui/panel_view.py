@@ -44,11 +44,9 @@ def render_progress(state: ViewState, lang: str) -> str:
         stats.append(t("panel.epoch", lang, epoch=max(1, state.epoch) if state.step else state.epoch,
                        epochs=state.epochs))
     if state.sec_per_step:
-        if state.sec_per_step >= 1:
-            stats.append(t("panel.sec_per_it", lang, value=f"{state.sec_per_step:.2f}"))
-        else:
-            stats.append(t("panel.it_per_sec", lang, value=f"{1 / state.sec_per_step:.1f}"))
-    if state.active and state.step and state.eta_sec:
+        stats.append(speed_text(state, lang))
+    busy = stage_busy(state)
+    if state.active and state.step and state.eta_sec and not busy:  # the ETA counts training steps only
         stats.append(t("panel.eta", lang, value=format_duration(state.eta_sec)))
     if state.avg_loss is not None:
         stats.append(t("panel.avg_loss", lang, value=f"{state.avg_loss:.4f}"))
@@ -57,13 +55,56 @@ def render_progress(state: ViewState, lang: str) -> str:
     if state.device:
         stats.append(t("panel.device", lang, value=state.device))
     bar_class = {"completed": "done", "failed": "failed", "stopped": "stopped"}.get(state.status, "running")
+    fill, text = f"{pct}%", f"{pct} %"
+    if busy:  # a merge / resize / preview stage: its own count when the engine logs one, else a moving bar
+        part = stage_progress(state)
+        bar_class += " lg-busy" if part else " lg-busy lg-indeterminate"
+        fill, text = (f"{100 * part[0] // max(1, part[1])}%", f"{part[0]} / {part[1]} {part[2]}") if part else ("30%", "…")
     return (render_stage(state, lang) +
         f'<div class="lg-progress {bar_class}" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
         f'aria-valuenow="{pct}" data-step="{state.step}" data-total="{state.total_steps}">'
-        f'<div class="lg-progress-fill" style="width:{pct}%"></div>'
-        f'<span class="lg-progress-text">{pct} %</span></div>'
+        f'<div class="lg-progress-fill" style="width:{fill}"></div>'
+        f'<span class="lg-progress-text">{esc(text)}</span></div>'
         f'<div class="lg-progress-stats">{" · ".join(esc(s) for s in stats)}</div>'
     )
+
+
+# the engine logs "stage 9/9: preview" when a stage begins, then "preview: 3/10 images" while it works
+_STAGE_BEGIN = re.compile(r"^stage \d+/\d+: ")
+_STAGE_COUNT = re.compile(r"^[\w ]+: (?P<done>\d+)/(?P<total>\d+) (?P<unit>\w+)$")
+
+
+def stage_busy(state: ViewState) -> bool:
+    """A stage without training steps is running (the step bar, full by then, says nothing about it)."""
+    return bool(state.active and state.stage and not state.stage.get("steps"))
+
+
+def stage_progress(state: ViewState) -> Optional[tuple[int, int, str]]:
+    """(done, total, unit) the current stage last logged, or None."""
+    for _level, text in reversed(state.messages):
+        if _STAGE_BEGIN.match(text):
+            return None
+        match = _STAGE_COUNT.match(text)
+        if match:
+            return int(match["done"]), int(match["total"]), match["unit"]
+    return None
+
+
+def breakable(name: str) -> str:
+    """A file name (escaped) that may wrap after - _ . (<wbr>), so a narrow table never splits a word."""
+    return re.sub(r"([-_.])", r"\1<wbr>", esc(name))
+
+
+_SPEED_UNITS: dict[tuple[int, float], str] = {}  # (job id, start time) -> "s/it" or "it/s"
+
+
+def speed_text(state: ViewState, lang: str) -> str:
+    """The speed in one unit for the whole run (as kohya's progress bar): chosen from the first reading,
+    so a speed near 1 step per second does not flip between it/s and s/it every second."""
+    unit = _SPEED_UNITS.setdefault((state.job_id, state.started_at), "s/it" if state.sec_per_step >= 1 else "it/s")
+    if unit == "s/it":
+        return t("panel.sec_per_it", lang, value=f"{state.sec_per_step:.2f}")
+    return t("panel.it_per_sec", lang, value=f"{1 / state.sec_per_step:.2f}")
 
 
 STAGE_SIDE = re.compile(r"^train (?P<pair>.+)/(?P<side>low|high)$")
@@ -220,7 +261,7 @@ def render_files(state: ViewState, lang: str) -> str:
         kind = t(KIND_KEYS[f.kind], lang) if f.kind in KIND_KEYS else f.kind
         size = format_size(f.size_bytes) if f.size_bytes else "—"
         where = t("file.at_step", lang, step=f.step) if f.step is not None else ""
-        rows.append(f'<tr><td class="name" title="{esc(f.path)}">{esc(name)}</td><td>{esc(kind)}</td>'
+        rows.append(f'<tr><td class="name" title="{esc(f.path)}">{breakable(name)}</td><td>{esc(kind)}</td>'
                     f'<td class="num">{esc(size)}</td><td>{esc(where)}</td></tr>')
     folder = esc(state.output_dir)
     return (f'<div class="lg-files"><div class="lg-files-folder">{esc(t("panel.files_in", lang))} '

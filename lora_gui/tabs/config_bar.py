@@ -133,11 +133,13 @@ def wire(page: Page, lang_box: Any) -> None:
         return [gr.update(value=str(path), visible=True), _note(i18n.t("config.exported", lang))]
 
     model = page.fields[MODEL_FIELD]
-    p["preset_load"].click(load_named, [p["preset_dropdown"], model, lang_box], fields + [p["preset_message"]])
-    p["preset_upload"].upload(load_upload, [p["preset_upload"], model, lang_box], fields + [p["preset_message"]])
+    quiet = dict(show_progress="hidden")  # no Gradio timers over the fields a preset fills
+    p["preset_load"].click(load_named, [p["preset_dropdown"], model, lang_box], fields + [p["preset_message"]], **quiet)
+    p["preset_upload"].upload(load_upload, [p["preset_upload"], model, lang_box], fields + [p["preset_message"]],
+                              **quiet)
     save_inputs = fields + [p["preset_name"], lang_box]
     save_outputs = [p["preset_dropdown"], p["preset_message"], p["preset_overwrite"]]
-    p["preset_save"].click(lambda *args: save(args, False), save_inputs, save_outputs)
-    p["preset_overwrite"].click(lambda *args: save(args, True), save_inputs, save_outputs)
+    p["preset_save"].click(lambda *args: save(args, False), save_inputs, save_outputs, **quiet)
+    p["preset_overwrite"].click(lambda *args: save(args, True), save_inputs, save_outputs, **quiet)
     p["preset_name"].input(lambda: hidden, None, [p["preset_overwrite"]], show_progress="hidden")
-    p["preset_export"].click(export, fields + [lang_box], [p["preset_file"], p["preset_message"]])
+    p["preset_export"].click(export, fields + [lang_box], [p["preset_file"], p["preset_message"]], **quiet)

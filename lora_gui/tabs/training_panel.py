@@ -18,7 +18,7 @@ from lora_gui.command_line import SdScriptsCommand, engine_command_line, sd_scri
 from lora_gui.jobs import JobManager, JobRefused, run_config_text
 from lora_gui.page import Page
 from lora_gui.panel_view import (esc, gallery_items, render_files, render_loss_chart, render_progress,
-                                 render_status)
+                                 render_status, stage_busy)
 
 
 def build(page: Page) -> None:
@@ -73,7 +73,7 @@ def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any
     p = page.parts
     fields = page.ordered_fields()
     panel_outputs = [p["seen"], p["status"], p["progress"], p["loss"], p["gallery"], p["files"], p["log"],
-                     p["stop"], p["notice"], p["results"]]
+                     p["stop"], p["start"], p["notice"], p["results"]]
 
     def refresh_panel(seen: dict, lang: str) -> list[Any]:
         state = manager.refresh()
@@ -85,7 +85,9 @@ def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any
             new_seen = dict(seen, **state.versions)
             out: list[Any] = [new_seen]
             out.append(render_status(state, lang) if changed["status"] else gr.skip())
-            out.append(render_progress(state, lang) if changed["progress"] or changed["status"] else gr.skip())
+            # a merge / resize / preview stage reports its progress in log lines
+            redraw = changed["progress"] or changed["status"] or (changed["log"] and stage_busy(state))
+            out.append(render_progress(state, lang) if redraw else gr.skip())
             out.append(render_loss_chart(state, lang) if changed["loss"] else gr.skip())
             if changed["samples"]:
                 items = gallery_items(state, lang)
@@ -94,8 +96,10 @@ def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any
                 out.append(gr.skip())
             out.append(render_files(state, lang) if changed["files"] else gr.skip())
             out.append(_log_text(state, lang) if changed["log"] else gr.skip())
-            # Start stays clickable: pressed during a run it says why it cannot start a second one
             out.append(gr.update(interactive=state.active) if changed["status"] else gr.skip())
+            # during a run Start is grey and cannot be pressed (one job at a time; the server refuses a second too)
+            out.append(gr.update(interactive=not state.active, variant="secondary" if state.active else "primary")
+                       if changed["status"] else gr.skip())
             # the "started" / "stop requested" notice is stale once the run has ended
             out.append("" if changed["status"] and state.finished and "status" in seen else gr.skip())
             out.append(gr.update(visible=state.status != "idle") if changed["status"] else gr.skip())
@@ -120,15 +124,17 @@ def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any
             return check_updates + [_notice(i18n.t(exc.key, lang, **exc.params), "error")]
         return check_updates + [_notice(i18n.t("start.started", lang, path=str(check.config.output_dir)), "ok")]
 
+    # show_progress hidden: Gradio's per-event timers ("0.2s") would flash over the status and the problems
     p["start"].click(start, fields + [lang_box], check_outputs + [p["notice"]], concurrency_limit=1,
-                     concurrency_id="job-control")
+                     concurrency_id="job-control", show_progress="hidden")
 
     def stop(lang: str) -> str:
         key = manager.stop()
         level = "ok" if key in ("job.stop_requested", "job.stop_killed") else "warning"
         return _notice(i18n.t(key, lang), level)
 
-    p["stop"].click(stop, [lang_box], [p["notice"]], concurrency_limit=1, concurrency_id="job-control")
+    p["stop"].click(stop, [lang_box], [p["notice"]], concurrency_limit=1, concurrency_id="job-control",
+                    show_progress="hidden")
 
     def print_command(*args: Any) -> list[Any]:
         values, lang = args[:-1], args[-1]
@@ -146,7 +152,8 @@ def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any
                                 _notice(i18n.t("print.shown", lang, path=str(run_file)), "ok")]
 
     p["show_cmd"].click(print_command, fields + [lang_box],
-                        check_outputs + [p["cmd_box"], p["cmd"], p["run_json"], p["sd_cmd"], p["sd_notes"], p["notice"]])
+                        check_outputs + [p["cmd_box"], p["cmd"], p["run_json"], p["sd_cmd"], p["sd_notes"], p["notice"]],
+                        show_progress="hidden")
 
 
 def _sd_scripts_notes(command: SdScriptsCommand, lang: str) -> str:

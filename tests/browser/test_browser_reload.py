@@ -41,6 +41,10 @@ def test_reload_during_a_run_shows_the_runs_settings(open_page, shot, tmp_path):
     wait_ready(page)
     expect(field_input(page, "network_dim")).to_have_value("6", timeout=RESTORE_WAIT)
     expect(field_input(page, "output_dir")).to_have_value(str(out))
+    # during the run Start is grey and cannot be pressed; Stop can
+    expect(page.locator("#start-button")).to_be_disabled(timeout=RESTORE_WAIT)
+    assert "primary" not in (page.get_attribute("#start-button", "class") or "")
+    expect(page.locator("#stop-button")).to_be_enabled()
     shot(page, "reattached")
     page.click("#stop-button")
     assert wait_status(page, ("stopped", "completed", "failed"), RUN_TIMEOUT) == "stopped"

@@ -210,10 +210,16 @@ def wire(page: Page, manager: JobManager, lang_box: Any, demo: gr.Blocks) -> Non
                 out.append(render_issues(issues, lang))
         return out
 
+    untouched = [getattr(c, "value", None) for c in inputs]  # the form as the page opens with it
+
     def check(*args: Any) -> list[str]:
         *values, lang = args
-        form = read(tuple(values))
-        return slot_values(form, str(values[field_names.index("model")] or ""), lang)
+        model_path = str(values[field_names.index("model")] or "")
+        if list(values) == untouched:
+            # nobody has filled anything in yet: nothing to complain about (Start checks); the model
+            # the tab starts with still shows its detected family
+            return [detection_note(detect_model(model_path), lang) if key == "model" else "" for key in slot_keys]
+        return slot_values(read(tuple(values)), model_path, lang)
 
     gr.on([c.change for c in inputs if not isinstance(c, gr.State)] + [lang_box.change, demo.load], check,
           inputs + [lang_box], slot_outputs, trigger_mode="always_last", show_progress="hidden", concurrency_limit=1,
@@ -256,7 +262,7 @@ def wire(page: Page, manager: JobManager, lang_box: Any, demo: gr.Blocks) -> Non
         return slots + [notice(i18n.t("slider.started", lang, path=form.spec.output_dir), "ok")]
 
     x["start"].click(start, inputs + [lang_box], slot_outputs + [x["notice"]], concurrency_limit=1,
-                     concurrency_id="job-control")
+                     concurrency_id="job-control", show_progress="hidden")
 
     def show_command(*args: Any) -> list[Any]:
         *values, lang = args
@@ -269,8 +275,8 @@ def wire(page: Page, manager: JobManager, lang_box: Any, demo: gr.Blocks) -> Non
         return slots + [gr.update(visible=True), command, form.spec.to_json(),
                         notice(i18n.t("slider.command_shown", lang), "ok")]
 
-    x["show"].click(show_command, inputs + [lang_box], slot_outputs + [x["cmd_box"], x["cmd"], x["spec_json"],
-                                                                       x["notice"]])
+    x["show"].click(show_command, inputs + [lang_box],
+                    slot_outputs + [x["cmd_box"], x["cmd"], x["spec_json"], x["notice"]], show_progress="hidden")
 
     def refresh_result(seen: dict, lang: str) -> list[Any]:
         """The slider job's preview grid and files (the training bar shows its progress)."""

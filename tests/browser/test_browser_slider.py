@@ -80,6 +80,15 @@ def test_copy_machine_slider_with_stages_and_preview_grid(open_page, shot, tmp_p
     expect(files).to_contain_text("disc_size-preview.png")
     assert (out / "disc_size.safetensors").is_file() and (out / "disc_size-preview.png").is_file()
     assert status(page) == "completed"
+    # the training panel's samples show the whole (wide) grid, not a cropped square of it
+    thumb = page.locator("#sample-gallery .thumbnail-item img").first
+    thumb.scroll_into_view_if_needed()
+    fit = thumb.evaluate("""img => { const box = img.closest('.grid-wrap').getBoundingClientRect();
+        const cell = img.getBoundingClientRect(); const ratio = img.naturalWidth / img.naturalHeight;
+        const shown = Math.min(cell.width, cell.height * ratio);  // object-fit: contain
+        return {inside: cell.top >= box.top - 1 && cell.bottom <= box.bottom + 1, shown: shown / ratio <= cell.height + 1,
+                fit: getComputedStyle(img).objectFit}; }""")
+    assert fit == {"inside": True, "shown": True, "fit": "contain"}, fit
     page.locator("#slider-result").scroll_into_view_if_needed()
     page.wait_for_timeout(1000)
     shot(page, "3-done", full_page=False)

@@ -8,7 +8,6 @@ lives in the output folder and the engine resolves relative paths against that f
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -16,25 +15,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from trainer.slider import SliderIssue, SliderPair, SliderSpec, SliderSpecError, validate_spec
+from lora_gui.engine import check_slider_spec, slider_command
+from trainer.params import FieldSpec, field_specs
+from trainer.slider.spec import SliderIssue, SliderPair, SliderSpec, SliderSpecError
 
 MAX_PAIRS = 6
 DEFAULTS = SliderSpec()
-# "int", "float", "bool", "str", "list", "dict" (Optional[...] removed) of every spec field
-KINDS = {f.name: str(f.type).removeprefix("Optional[").removesuffix("]") for f in dataclasses.fields(SliderSpec)}
+SPECS: dict[str, FieldSpec] = field_specs(SliderSpec)  # kind, choices, range, widget of every spec field
+# Spec fields the tab does not show: the pairs have rows of their own; the rest is for spec files and the CLI.
+NOT_ON_FORM = ("pairs", "caption_extension", "work_dir", "reuse_intermediates", "lr_scheduler", "clamp_quantile")
 
-# the spec fields the tab shows (beside the pairs), in the order of the form
-BASIC = ("method", "model", "prompt", "output_dir", "output_name")
-TRAINING = ("network_dim", "network_alpha", "optimizer_type", "learning_rate", "max_train_steps", "lr_warmup_steps",
-            "network_train_unet_only", "resolution", "seed", "train_args")
-MERGE = ("ratio", "new_rank", "resize", "resize_method", "resize_param", "resize_rank", "save_precision")
-PAIRED = ("slider_scale", "pair_matching")
-PREVIEW = ("preview", "preview_prompts", "preview_weights", "preview_seeds", "preview_steps", "preview_cfg_scale",
-           "preview_sampler", "preview_width", "preview_height")
+
+def _section(section: str) -> tuple[str, ...]:
+    return tuple(n for n, s in SPECS.items() if s.section == section and n not in NOT_ON_FORM)
+
+
+# the spec fields the tab shows (beside the pairs), by section, in the order of the spec
+BASIC = _section("data")
+TRAINING = _section("training")
+MERGE = _section("merge")
+PAIRED = _section("paired")
+PREVIEW = _section("preview")
 FIELDS = BASIC + TRAINING + MERGE + PAIRED + PREVIEW
 COPY_ONLY = ("ratio", "new_rank")  # greyed out for the paired method
 PAIRED_ONLY = PAIRED
-NUMBER_LISTS = ("preview_weights", "preview_seeds")  # shown as text: "-1 -0.5 0 0.5 1"
+NUMBER_LISTS = tuple(n for n in FIELDS if SPECS[n].kind is list and n != "preview_prompts")  # "-1 -0.5 0 0.5 1"
 FIXED_RANK = "none"  # resize_method value of the form for "fixed rank" (the spec's None)
 
 
@@ -65,7 +70,17 @@ class SliderForm:
 # ---- defaults ------------------------------------------------------------------------------------------
 def default_value(name: str) -> Any:
     """The value the form starts with (the spec's defaults: presets/sd15_slider_pair.json)."""
-    value = getattr(DEFAULTS, name)
+    return form_value(DEFAULTS, name)
+
+
+def spec_to_values(spec: SliderSpec) -> dict[str, Any]:
+    """The form values that show `spec` (the inverse of form_data), e.g. the running job's after a reload."""
+    return {name: form_value(spec, name) for name in FIELDS}
+
+
+def form_value(spec: SliderSpec, name: str) -> Any:
+    """The spec's value of `name` as the form shows it."""
+    value = getattr(spec, name)
     if name in NUMBER_LISTS:
         return list_text(value)
     if name == "preview_prompts":
@@ -73,29 +88,10 @@ def default_value(name: str) -> Any:
     if name == "train_args":
         return json.dumps(value) if value else ""
     if name == "resize":
-        return DEFAULTS.resize_enabled()
+        return spec.resize_enabled()
     if name == "resize_method":
         return value or FIXED_RANK
     return value
-
-
-def spec_to_values(spec: SliderSpec) -> dict[str, Any]:
-    """The form values that show `spec` (the inverse of form_data), e.g. the running job's after a reload."""
-    values = {}
-    for name in FIELDS:
-        value = getattr(spec, name)
-        if name in NUMBER_LISTS:
-            value = list_text(value)
-        elif name == "preview_prompts":
-            value = "\n".join(value)
-        elif name == "train_args":
-            value = json.dumps(value) if value else ""
-        elif name == "resize":
-            value = spec.resize_enabled()
-        elif name == "resize_method":
-            value = value or FIXED_RANK
-        values[name] = value
-    return values
 
 
 def list_text(values: list) -> str:
@@ -171,7 +167,7 @@ def _field_value(name: str, raw: Any) -> Any:
         return absolute(str(raw or ""))
     if name == "model":
         return _model_path(str(raw or ""))
-    if KINDS[name] == "int" and isinstance(raw, float) and raw.is_integer():
+    if SPECS[name].kind is int and isinstance(raw, float) and raw.is_integer():
         return int(raw)
     return raw
 
@@ -191,10 +187,8 @@ def build_spec(values: dict[str, Any], pairs: list[SliderPair], *, check_outputs
         # the default work folder, written out: the spec file must not hold an empty path (the engine
         # reads paths in a spec file relative to the file's folder)
         spec.work_dir = str(spec.files().work_dir)
-    return SliderForm(spec, validate_spec(spec, check_outputs=check_outputs))
+    return SliderForm(spec, check_slider_spec(spec, check_outputs=check_outputs))
 
 
 def command_line(spec_path: Path) -> list[str]:
-    from trainer.slider import slider_command
-
     return slider_command(str(spec_path))

@@ -63,11 +63,17 @@ def number_text(value: float) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 
 
-def _option(args: ToolArgs, form: dict[str, Any], name: str) -> Optional[float]:
-    """The form number of the tool option `name`, checked by the option's kind and range."""
-    spec = OPTION_SPECS[args.tool][name]
-    return _number(args, form, name, integer=spec.kind is int, optional=spec.optional, minimum=spec.minimum,
-                   maximum=spec.maximum)
+def _option_flags(args: ToolArgs, form: dict[str, Any], *names: str) -> list[str]:
+    """`--<name> <value>` for the tool's number options `names`, each checked by the option's kind and
+    range (trainer.tools.options); an optional one left blank is left out."""
+    argv: list[str] = []
+    for name in names:
+        spec = OPTION_SPECS[args.tool][name]
+        value = _number(args, form, name, integer=spec.kind is int, optional=spec.optional, minimum=spec.minimum,
+                        maximum=spec.maximum)
+        if value is not None or not spec.optional:
+            argv += [f"--{name}", _text(value)]
+    return argv
 
 
 def _number(args: ToolArgs, form: dict[str, Any], name: str, *, integer: bool = False, optional: bool = False,
@@ -207,13 +213,9 @@ def build_merge(form: dict[str, Any]) -> ToolArgs:
 def build_svd_merge(form: dict[str, Any]) -> ToolArgs:
     args = ToolArgs("svd_merge")
     models, ratios = _models_and_ratios(args, form)
-    rank = _option(args, form, "new_rank")
-    conv_rank = _option(args, form, "new_conv_rank")
-    clamp = _option(args, form, "clamp_quantile")
-    argv = ["svd_merge", "--models", *models, "--ratios", *ratios, "--new_rank", _text(rank)]
-    if conv_rank is not None:
-        argv += ["--new_conv_rank", _text(conv_rank)]
-    argv += ["--clamp_quantile", _text(clamp), "--save_to", _output(args, form, models)]
+    argv = ["svd_merge", "--models", *models, "--ratios", *ratios]
+    argv += _option_flags(args, form, "new_rank", "new_conv_rank", "clamp_quantile")
+    argv += ["--save_to", _output(args, form, models)]
     args.argv = argv + _save_options(args, form)
     return args
 
@@ -221,11 +223,7 @@ def build_svd_merge(form: dict[str, Any]) -> ToolArgs:
 def build_resize(form: dict[str, Any]) -> ToolArgs:
     args = ToolArgs("resize")
     model = _input_file(args, form, "model")
-    rank = _option(args, form, "new_rank")
-    conv_rank = _option(args, form, "new_conv_rank")
-    argv = ["resize", "--model", model, "--new_rank", _text(rank)]
-    if conv_rank is not None:
-        argv += ["--new_conv_rank", _text(conv_rank)]
+    argv = ["resize", "--model", model] + _option_flags(args, form, "new_rank", "new_conv_rank")
     method = str(form.get("dynamic_method") or "")
     if method and method != FIXED_RANK:
         if method not in DYNAMIC_METHODS:
@@ -247,15 +245,9 @@ def build_extract(form: dict[str, Any]) -> ToolArgs:
     tuned = _input_model(args, form, "model_tuned")
     if org and tuned and Path(org).exists() and Path(tuned).exists() and same_path(Path(org), Path(tuned)):
         args.problems.append(Problem("model_tuned", "tool_err.same_models"))
-    dim = _option(args, form, "dim")
-    conv_dim = _option(args, form, "conv_dim")
-    clamp = _option(args, form, "clamp_quantile")
-    min_diff = _option(args, form, "min_diff")
-    argv = ["extract", "--model_org", org, "--model_tuned", tuned, "--dim", _text(dim)]
-    if conv_dim is not None:
-        argv += ["--conv_dim", _text(conv_dim)]
-    argv += ["--clamp_quantile", _text(clamp), "--min_diff", _text(min_diff),
-             "--save_to", _output(args, form, [org, tuned])]
+    argv = ["extract", "--model_org", org, "--model_tuned", tuned]
+    argv += _option_flags(args, form, "dim", "conv_dim", "clamp_quantile", "min_diff")
+    argv += ["--save_to", _output(args, form, [org, tuned])]
     args.argv = argv + _save_options(args, form)
     return args
 

@@ -106,3 +106,63 @@ def test_the_dynamic_parameter_rule():
 def test_field_error_text():
     assert str(FieldError("rank", "must be at least 1")) == "rank: must be at least 1"
     assert str(FieldError("", "not JSON")) == "not JSON"
+
+
+# ---- the slider spec on the base ---------------------------------------------------------------------------
+SPEC_FILE_V1 = {  # what the slider wizard wrote before the spec moved onto trainer.params
+    "format_version": 1, "pairs": [{"low": "lo", "high": "hi", "name": "front"}], "method": "copy", "model": "m",
+    "prompt": "p", "caption_extension": ".txt", "output_dir": "/o", "output_name": "slider", "work_dir": "",
+    "reuse_intermediates": False, "network_dim": 4, "network_alpha": 1.0, "optimizer_type": "CAME",
+    "learning_rate": 5e-05, "max_train_steps": 400, "lr_warmup_steps": 20, "lr_scheduler": "constant_with_warmup",
+    "network_train_unet_only": True, "resolution": "512", "seed": 42, "train_args": {"mixed_precision": "no"},
+    "slider_scale": 1.0, "pair_matching": "auto", "ratio": 1.5, "new_rank": 8, "clamp_quantile": 0.99,
+    "resize": None, "resize_rank": 4, "resize_method": None, "resize_param": None, "save_precision": "fp16",
+    "preview": True, "preview_prompts": ["a --n b"], "preview_seeds": [1, 2],
+    "preview_weights": [-1.0, -0.5, 0.0, 0.5, 1.0], "preview_width": 0, "preview_height": 0, "preview_steps": 28,
+    "preview_cfg_scale": 7.0, "preview_sampler": "euler"}
+
+
+def test_a_spec_file_of_the_previous_version_loads_unchanged():
+    from trainer.slider import SliderSpec
+
+    spec = SliderSpec.from_dict(SPEC_FILE_V1)
+    assert spec.to_dict() == SPEC_FILE_V1
+    assert spec.training_values()["pretrained_model_name_or_path"] == "m"
+
+
+def test_the_slider_reuses_the_training_and_tool_definitions():
+    from trainer.params import shared_fields
+    from trainer.slider.spec import TRAINED, SliderSpec
+
+    shared = shared_fields(SliderSpec)
+    assert len([s for s in shared.values() if s[0] is TrainConfig]) >= 14
+    for name, (source, source_name) in shared.items():
+        mine, theirs = field_of(SliderSpec, name), field_of(source, source_name)
+        assert mine.type == theirs.type, name
+        for key in ("help", "choices", "check", "convert", "widget"):
+            assert mine.metadata[key] == theirs.metadata[key], (name, key)
+    # every shared training value reaches the stage's TrainConfig under its own name
+    values = SliderSpec(network_dim=16, model="base").training_values()
+    assert all(values[train] == getattr(SliderSpec(network_dim=16, model="base"), name)
+               for name, train in TRAINED.items())
+
+
+def test_the_slider_flags_are_the_spec_fields():
+    from trainer.slider.__main__ import CUSTOM_FLAGS, build_parser
+    from trainer.slider.spec import SliderSpec
+
+    flags = {a.dest for a in build_parser()._actions}
+    own = {"help", "spec", "dry_run", "quiet", "debug", "pair", "pair_name", "train_arg", "resize", "preview_prompt"}
+    assert flags - own \
+        == set(SliderSpec.field_names()) - set(CUSTOM_FLAGS)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--network_dim", "0"])  # TrainConfig's range
+
+
+def test_the_slider_form_shows_the_spec_sections():
+    from lora_gui import slider_form
+
+    assert slider_form.BASIC == ("method", "model", "prompt", "output_dir", "output_name")
+    assert slider_form.MERGE == ("ratio", "new_rank", "resize", "resize_method", "resize_param", "resize_rank",
+                                 "save_precision")
+    assert slider_form.NUMBER_LISTS == ("preview_weights", "preview_seeds")

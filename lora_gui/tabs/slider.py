@@ -17,27 +17,18 @@ import gradio as gr
 
 from lora_gui import i18n
 from lora_gui.engine import detect_model
-from lora_gui.form import SPEC as TRAIN_SPEC
 from lora_gui.jobs import JobManager, JobRefused
 from lora_gui.page import Page
 from lora_gui.panel_view import esc, render_files
-from lora_gui.slider_form import (BASIC, COPY_ONLY, FIXED_RANK, KINDS, MAX_PAIRS, MERGE, PAIRED, PAIRED_ONLY,
-                                  PREVIEW, TRAINING, SliderForm, build_spec, command_line, default_value,
+from lora_gui.slider_form import (BASIC, COPY_ONLY, FIXED_RANK, MAX_PAIRS, MERGE, PAIRED, PAIRED_ONLY, PREVIEW,
+                                  SPECS, TRAINING, SliderForm, build_spec, command_line, default_value,
                                   pairs_from_rows, spec_to_values)
 from lora_gui.tabs.common import tab_intro
 from lora_gui.tabs.source_model import detection_note
-from trainer.slider import METHODS, SliderIssue
-from trainer.slider.spec import MATCHING, RESIZE_METHODS, SAVE_PRECISIONS
+from trainer.slider.spec import METHODS, RESIZE_METHODS, SliderIssue
 
 WIDE = ("method", "model", "prompt", "train_args", "preview_prompts")
 SPAN2 = ("output_dir",)
-CHECKBOXES = ("network_train_unet_only", "resize", "preview")
-CHOICES: dict[str, Any] = {
-    "optimizer_type": TRAIN_SPEC["optimizer_type"].choices,
-    "save_precision": SAVE_PRECISIONS,
-    "pair_matching": MATCHING,
-    "preview_sampler": TRAIN_SPEC["sample_sampler"].choices,
-}
 SECTIONS = (("training", TRAINING, True), ("merge", MERGE, True), ("paired", PAIRED, False),
             ("preview", PREVIEW, False))
 
@@ -167,13 +158,14 @@ def _component(page: Page, name: str) -> tuple[Any, dict[str, Any]]:
     if name == "resize_method":
         props["choices"] = resize_choices
         return gr.Dropdown(choices=resize_choices(page.lang), value=value, **common), props
-    if name in CHOICES:
-        return gr.Dropdown(choices=list(CHOICES[name]), value=value, **common), props
-    if name in CHECKBOXES:
+    spec = SPECS[name]
+    if spec.choices is not None:
+        return gr.Dropdown(choices=list(spec.choices), value=value, **common), props
+    if spec.kind is bool:
         return gr.Checkbox(value=bool(value), **common), props
-    if KINDS[name] in ("int", "float"):
-        return gr.Number(value=value, step=1 if KINDS[name] == "int" else 0.01, **common), props
-    if name in ("model", "output_dir"):
+    if spec.kind in (int, float):
+        return gr.Number(value=value, step=spec.step or (1 if spec.kind is int else 0.01), **common), props
+    if spec.widget == "path":
         props["placeholder"] = "form.path_placeholder"
         return gr.Textbox(value=value, placeholder=page.t("form.path_placeholder"), **common), props
     if name == "preview_prompts":
@@ -185,103 +177,115 @@ def _component(page: Page, name: str) -> tuple[Any, dict[str, Any]]:
 def wire(page: Page, manager: JobManager, lang_box: Any, demo: gr.Blocks) -> None:
     parts: SliderParts = page.parts["slider"]
     x = parts.extra
-    field_names = list(parts.inputs)
-    inputs = [parts.inputs[n] for n in field_names] + parts.names + parts.lows + parts.highs + [x["count"]]
-    slot_keys = list(parts.slots)
-    slot_outputs = [parts.slots[k] for k in slot_keys]
+    handlers = SliderHandlers(parts, manager)
+    inputs, slot_outputs = handlers.inputs, handlers.slot_outputs
+    gr.on([c.change for c in inputs if not isinstance(c, gr.State)] + [lang_box.change, demo.load], handlers.check,
+          inputs + [lang_box], slot_outputs, trigger_mode="always_last", show_progress="hidden", concurrency_limit=1,
+          concurrency_id="slider-check")
+    # the method decides which settings apply (and whether the result is resized by default)
+    method, resize, resize_method = parts.inputs["method"], parts.inputs["resize"], parts.inputs["resize_method"]
+    method.change(method_states, [method], [parts.inputs[n] for n in COPY_ONLY + PAIRED_ONLY],
+                  show_progress="hidden", queue=False)
+    method.input(lambda m: m == "copy", [method], [resize], show_progress="hidden", queue=False)
+    gr.on([resize.change, resize_method.change], resize_states, [resize, resize_method],
+          [parts.inputs[n] for n in ("resize_method", "resize_param", "resize_rank")], show_progress="hidden",
+          queue=False)
+    _wire_pairs(parts)
+    x["start"].click(handlers.start, inputs + [lang_box], slot_outputs + [x["notice"]], concurrency_limit=1,
+                     concurrency_id="job-control", show_progress="hidden")
+    x["show"].click(handlers.show_command, inputs + [lang_box],
+                    slot_outputs + [x["cmd_box"], x["cmd"], x["spec_json"], x["notice"]], show_progress="hidden")
+    demo.load(handlers.on_load, None, handlers.inputs + parts.rows, show_progress="hidden")
+    x["timer"].tick(handlers.refresh_result, [x["seen"], lang_box], [x["seen"], x["preview"], x["files"], x["result"]],
+                    show_progress="hidden", queue=False)
 
-    def read(values: tuple) -> SliderForm:
-        n = len(field_names)
-        by_name = dict(zip(field_names, values[:n]))
+
+def method_states(method: str) -> list[Any]:
+    """Copy-only settings apply to the copy method, paired-only ones to the paired method."""
+    return ([gr.update(interactive=method == "copy") for _ in COPY_ONLY]
+            + [gr.update(interactive=method == "paired") for _ in PAIRED_ONLY])
+
+
+def resize_states(on: bool, how: str) -> list[Any]:
+    """resize_method, resize_param, resize_rank apply when resizing; the parameter only with a dynamic method."""
+    return [gr.update(interactive=bool(on)), gr.update(interactive=bool(on) and how != FIXED_RANK),
+            gr.update(interactive=bool(on))]
+
+
+class SliderHandlers:
+    """The slider tab's event handlers. Each takes the form's values in the order of `inputs`: the spec
+    fields, the pair names, lows and highs, the pair count (and the page language last)."""
+
+    def __init__(self, parts: SliderParts, manager: JobManager):
+        self.parts, self.manager = parts, manager
+        self.field_names = list(parts.inputs)
+        self.inputs = ([parts.inputs[n] for n in self.field_names] + parts.names + parts.lows + parts.highs
+                       + [parts.extra["count"]])
+        self.slot_keys = list(parts.slots)
+        self.slot_outputs = [parts.slots[k] for k in self.slot_keys]
+        self.untouched = [getattr(c, "value", None) for c in self.inputs]  # the form as the page opens with it
+
+    def read(self, values: tuple) -> SliderForm:
+        n = len(self.field_names)
+        by_name = dict(zip(self.field_names, values[:n]))
         names, lows, highs = (list(values[n + i * MAX_PAIRS:n + (i + 1) * MAX_PAIRS]) for i in range(3))
         count = int(values[n + 3 * MAX_PAIRS] or 1)
         return build_spec(by_name, pairs_from_rows(names, lows, highs, count))
 
-    def slot_values(form: SliderForm, model_path: str, lang: str) -> list[str]:
+    def slot_values(self, form: SliderForm, values: tuple, lang: str) -> list[str]:
+        """The messages under each field (the detected family under the model) and the overview."""
+        model_path = str(values[self.field_names.index("model")] or "")
         grouped = form.by_field()
         out = []
-        for key in slot_keys:
+        for key in self.slot_keys:
             issues = grouped.get(key, [])
             if key == "model" and not any(i.level == "error" for i in issues):
-                out.append(render_issues(issues, lang) + detection_note(detect_model(model_path or ""), lang))
+                out.append(render_issues(issues, lang) + detection_note(detect_model(model_path), lang))
             elif key == "":
                 out.append(render_overview(form, lang))
             else:
                 out.append(render_issues(issues, lang))
         return out
 
-    untouched = [getattr(c, "value", None) for c in inputs]  # the form as the page opens with it
-
-    def check(*args: Any) -> list[str]:
+    def check(self, *args: Any) -> list[str]:
         *values, lang = args
-        model_path = str(values[field_names.index("model")] or "")
-        if list(values) == untouched:
+        if list(values) == self.untouched:
             # nobody has filled anything in yet: nothing to complain about (Start checks); the model
             # the tab starts with still shows its detected family
-            return [detection_note(detect_model(model_path), lang) if key == "model" else "" for key in slot_keys]
-        return slot_values(read(tuple(values)), model_path, lang)
+            model_path = str(values[self.field_names.index("model")] or "")
+            return [detection_note(detect_model(model_path), lang) if key == "model" else "" for key in self.slot_keys]
+        return self.slot_values(self.read(tuple(values)), tuple(values), lang)
 
-    gr.on([c.change for c in inputs if not isinstance(c, gr.State)] + [lang_box.change, demo.load], check,
-          inputs + [lang_box], slot_outputs, trigger_mode="always_last", show_progress="hidden", concurrency_limit=1,
-          concurrency_id="slider-check")
-
-    # the method decides which settings apply (and whether the result is resized by default)
-    method, resize = parts.inputs["method"], parts.inputs["resize"]
-    togglable = [parts.inputs[n] for n in COPY_ONLY + PAIRED_ONLY]
-
-    def method_states(m: str) -> list[Any]:
-        return ([gr.update(interactive=m == "copy") for _ in COPY_ONLY]
-                + [gr.update(interactive=m == "paired") for _ in PAIRED_ONLY])
-
-    method.change(method_states, [method], togglable, show_progress="hidden", queue=False)
-    method.input(lambda m: m == "copy", [method], [resize], show_progress="hidden", queue=False)
-    resize_parts = [parts.inputs[n] for n in ("resize_method", "resize_param", "resize_rank")]
-
-    def resize_states(on: bool, how: str) -> list[Any]:
-        return [gr.update(interactive=bool(on)), gr.update(interactive=bool(on) and how != FIXED_RANK),
-                gr.update(interactive=bool(on))]
-
-    gr.on([resize.change, parts.inputs["resize_method"].change], resize_states, [resize, parts.inputs["resize_method"]],
-          resize_parts, show_progress="hidden", queue=False)
-    _wire_pairs(parts)
-
-    def start(*args: Any) -> list[Any]:
+    def start(self, *args: Any) -> list[Any]:
         *values, lang = args
-        form = read(tuple(values))
-        slots = slot_values(form, str(values[field_names.index("model")] or ""), lang)
-        running = manager.refresh(force=True)
+        form = self.read(tuple(values))
+        slots = self.slot_values(form, tuple(values), lang)
+        running = self.manager.refresh(force=True)
         if running.active:
             return slots + [notice(i18n.t("job.refused_running", lang, name=running.output_name), "error")]
         if not form.ok:
             return slots + [notice(i18n.t("start.refused_invalid", lang, count=len(form.errors) or 1), "error")]
         assert form.spec is not None
         try:
-            manager.start_slider(form.spec)
+            self.manager.start_slider(form.spec)
         except JobRefused as exc:
             return slots + [notice(i18n.t(exc.key, lang, **exc.params), "error")]
         return slots + [notice(i18n.t("slider.started", lang, path=form.spec.output_dir), "ok")]
 
-    x["start"].click(start, inputs + [lang_box], slot_outputs + [x["notice"]], concurrency_limit=1,
-                     concurrency_id="job-control", show_progress="hidden")
-
-    def show_command(*args: Any) -> list[Any]:
+    def show_command(self, *args: Any) -> list[Any]:
         *values, lang = args
-        form = read(tuple(values))
-        slots = slot_values(form, str(values[field_names.index("model")] or ""), lang)
+        form = self.read(tuple(values))
+        slots = self.slot_values(form, tuple(values), lang)
         if form.spec is None:
             return slots + [gr.skip(), gr.skip(), gr.skip(), notice(i18n.t("print.invalid", lang), "error")]
-        files = form.spec.files()
-        command = " ".join(_quote(a) for a in command_line(files.spec_json))
+        command = " ".join(_quote(a) for a in command_line(form.spec.files().spec_json))
         return slots + [gr.update(visible=True), command, form.spec.to_json(),
                         notice(i18n.t("slider.command_shown", lang), "ok")]
 
-    x["show"].click(show_command, inputs + [lang_box],
-                    slot_outputs + [x["cmd_box"], x["cmd"], x["spec_json"], x["notice"]], show_progress="hidden")
-
-    def refresh_result(seen: dict, lang: str) -> list[Any]:
+    def refresh_result(self, seen: dict, lang: str) -> list[Any]:
         """The slider job's preview grid and files (the training bar shows its progress)."""
-        state = manager.refresh()
-        with manager.lock:
+        state = self.manager.refresh()
+        with self.manager.lock:
             if state.kind != "slider" or not state.job_id:
                 return [seen, gr.skip(), gr.skip(), gr.skip()]
             key = f"{state.job_id}:{lang}"
@@ -296,24 +300,18 @@ def wire(page: Page, manager: JobManager, lang_box: Any, demo: gr.Blocks) -> Non
         return [{"key": key, "version": list(version)},
                 gr.update(value=preview, visible=preview is not None), files, gr.update(visible=True)]
 
-    def on_load() -> list[Any]:
+    def on_load(self) -> list[Any]:
         """A reloaded page shows the slider run that is going on (the run belongs to the server)."""
-        spec = manager.current_slider()
+        spec = self.manager.current_slider()
         if spec is None:
-            return [gr.skip()] * (len(field_names) + 3 * MAX_PAIRS + 1 + MAX_PAIRS)
+            return [gr.skip()] * (len(self.inputs) + MAX_PAIRS)
         values = spec_to_values(spec)
         pairs = list(spec.pairs)[:MAX_PAIRS]
         column = [[p.name for p in pairs], [p.low for p in pairs], [p.high for p in pairs]]
         texts = [c + [""] * (MAX_PAIRS - len(c)) for c in column]
         count = max(1, len(pairs))
-        return ([values[n] for n in field_names] + texts[0] + texts[1] + texts[2] + [count]
+        return ([values[n] for n in self.field_names] + texts[0] + texts[1] + texts[2] + [count]
                 + [gr.update(visible=i < count) for i in range(MAX_PAIRS)])
-
-    demo.load(on_load, None, [parts.inputs[n] for n in field_names] + parts.names + parts.lows + parts.highs
-              + [x["count"]] + parts.rows, show_progress="hidden")
-
-    x["timer"].tick(refresh_result, [x["seen"], lang_box], [x["seen"], x["preview"], x["files"], x["result"]],
-                    show_progress="hidden", queue=False)
 
 
 def _wire_pairs(parts: SliderParts) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from trainer.slider.checks import validate_spec
 from trainer.slider.spec import (
     FORMAT_VERSION,
     METHODS,
@@ -26,7 +27,6 @@ from trainer.slider.spec import (
     Stage,
     match_images,
     plan_stages,
-    validate_spec,
 )
 
 _LAZY = {

@@ -11,6 +11,7 @@ Exit status: 0 completed or stopped, 1 failed (an `error` line on stderr and in 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -18,83 +19,61 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from trainer.cli import CommandLineError, add_debug_flag, describe_os_error, read_json_object, run_guarded
-from trainer.slider.spec import METHODS, RESIZE_METHODS, SAVE_PRECISIONS, SliderPair, SliderSpec, SliderSpecError
+from trainer.params import add_arguments
+from trainer.slider.spec import RESIZE_METHODS, SliderPair, SliderSpec, SliderSpecError
 
 PROG = "python -m trainer.tools slider"
 
 
+# Spec fields with flags of their own (added by hand below); every other field is `--<field>`.
+CUSTOM_FLAGS = ("pairs", "train_args", "resize", "resize_method", "resize_param", "preview_prompts")
+SECTION_TITLES = {"data": None, "training": "training (defaults: presets/sd15_slider_pair.json)",
+                  "merge": "merge, resize, save", "paired": "paired method", "preview": "preview grid"}
+SIMPLE_FLAGS = tuple(f.name for f in dataclasses.fields(SliderSpec) if f.name not in CUSTOM_FLAGS)
+
+
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The flags of every spec field (generated from SliderSpec), grouped by section, and the custom ones."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = SliderSpec()
-
-    def opt(group: Any, name: str, help: str = "", **kw: Any) -> None:
-        """A flag named like the spec field, its help ending in the spec's default."""
-        default = getattr(defaults, name, None)
-        shown = "" if default in (None, "", [], {}) else f" (default: {default})"
-        group.add_argument(f"--{name}", help=(help + shown).strip() or None, **kw)
-
     p.add_argument("--spec", type=Path, help="slider spec JSON (flags given here override it)")
-    opt(p, "method", "copy (copy-machine) or paired (paired images)", choices=METHODS)
-    p.add_argument("--pair", nargs=2, action="append", metavar=("LOW_DIR", "HIGH_DIR"),
-                   help="a folder of low (A, slider -1) and one of high (B, slider +1) images; repeatable")
-    p.add_argument("--pair_name", action="append", metavar="NAME",
-                   help="names of the --pair folders in order (e.g. front 45deg side); default pair1, pair2, ...")
-    opt(p, "model", "base model (diffusers folder or .safetensors/.ckpt)")
-    opt(p, "prompt", "caption of images without a caption file; also the preview prompt")
-    opt(p, "caption_extension")
-    opt(p, "output_dir", "folder of the slider LoRA, the preview grid and the event stream")
-    opt(p, "output_name")
-    opt(p, "work_dir", "copies and intermediate LoRAs (default <output_dir>/<output_name>-work)")
-    opt(p, "reuse_intermediates", "copy: do not retrain a folder whose intermediate LoRA has the same settings",
-        action=argparse.BooleanOptionalAction)
-    t = p.add_argument_group("training (defaults: presets/sd15_slider_pair.json)")
-    opt(t, "network_dim", type=int)
-    opt(t, "network_alpha", type=float)
-    opt(t, "optimizer_type")
-    opt(t, "learning_rate", type=float)
-    opt(t, "max_train_steps", "steps of each training (copy: per folder)", type=int)
-    opt(t, "lr_warmup_steps", type=float)
-    opt(t, "lr_scheduler")
-    opt(t, "network_train_unet_only", action=argparse.BooleanOptionalAction)
-    opt(t, "resolution")
-    opt(t, "seed", type=int)
-    t.add_argument("--train_arg", action="append", metavar="KEY=JSON",
-                   help="any other TrainConfig parameter, e.g. mixed_precision=bf16 or cache_latents=false; repeatable")
-    m = p.add_argument_group("merge, resize, save")
-    opt(m, "ratio", "copy: +ratio for high LoRAs, -ratio for low LoRAs", type=float)
-    opt(m, "new_rank", "copy: rank of the SVD merge", type=int)
-    m.add_argument("--resize", metavar="off|fixed|METHOD:PARAM",
-                   help=f"resize at the end: off, fixed (to --resize_rank) or a dynamic method "
-                        f"({', '.join(RESIZE_METHODS)}) with its parameter (default: sv_fro:0.75 for copy, off for "
-                        f"paired)")
-    opt(m, "resize_rank", "rank of the resize (the cap of a dynamic method)", type=int)
-    opt(m, "save_precision", choices=SAVE_PRECISIONS)
-    q = p.add_argument_group("paired method")
-    opt(q, "slider_scale", "LoRA multiplier: +scale on high, -scale on low", type=float)
-    opt(q, "pair_matching", "match images by file name, by sorted order, or auto", choices=("auto", "name", "order"))
-    v = p.add_argument_group("preview grid")
-    opt(v, "preview", "render the grid of the LoRA at each preview weight", action=argparse.BooleanOptionalAction)
-    v.add_argument("--preview_prompt", action="append", metavar="PROMPT",
-                   help="a row prompt (kohya --n/--d options work); repeatable; default: --prompt")
-    opt(v, "preview_seeds", type=int, nargs="+")
-    opt(v, "preview_weights", type=float, nargs="+")
-    opt(v, "preview_width", "0: the training resolution", type=int)
-    opt(v, "preview_height", "0: the training resolution", type=int)
-    opt(v, "preview_steps", type=int)
-    opt(v, "preview_cfg_scale", type=float)
-    opt(v, "preview_sampler")
+    sections = {f.name: f.metadata["section"] for f in dataclasses.fields(SliderSpec)}
+    for section, title in SECTION_TITLES.items():
+        group = p if title is None else p.add_argument_group(title)
+        add_arguments(group, SliderSpec, [n for n in SIMPLE_FLAGS if sections[n] == section], given_only=True)
+        CUSTOM_ARGUMENTS.get(section, lambda _: None)(group)
     p.add_argument("--dry_run", action="store_true", help="check the spec, print it and its stages, train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_debug_flag(p)
     return p
 
 
-SIMPLE_FLAGS = ("method", "model", "prompt", "caption_extension", "output_dir", "output_name", "work_dir",
-                "reuse_intermediates", "network_dim", "network_alpha", "optimizer_type", "learning_rate",
-                "max_train_steps", "lr_warmup_steps", "lr_scheduler", "network_train_unet_only", "resolution", "seed",
-                "ratio", "new_rank", "resize_rank", "save_precision", "slider_scale", "pair_matching", "preview",
-                "preview_seeds", "preview_weights", "preview_width", "preview_height", "preview_steps",
-                "preview_cfg_scale", "preview_sampler")
+def _pair_arguments(group: Any) -> None:
+    group.add_argument("--pair", nargs=2, action="append", metavar=("LOW_DIR", "HIGH_DIR"),
+                       help="a folder of low (A, slider -1) and one of high (B, slider +1) images; repeatable")
+    group.add_argument("--pair_name", action="append", metavar="NAME",
+                       help="names of the --pair folders in order (e.g. front 45deg side); default pair1, pair2, ...")
+
+
+def _train_arg_argument(group: Any) -> None:
+    group.add_argument("--train_arg", action="append", metavar="KEY=JSON",
+                       help="any other TrainConfig parameter, e.g. mixed_precision=bf16 or cache_latents=false; "
+                            "repeatable")
+
+
+def _resize_argument(group: Any) -> None:
+    group.add_argument("--resize", metavar="off|fixed|METHOD:PARAM",
+                       help=f"resize at the end: off, fixed (to --resize_rank) or a dynamic method "
+                            f"({', '.join(RESIZE_METHODS)}) with its parameter (default: sv_fro:0.75 for copy, off "
+                            f"for paired)")
+
+
+def _preview_prompt_argument(group: Any) -> None:
+    group.add_argument("--preview_prompt", action="append", metavar="PROMPT",
+                       help="a row prompt (kohya --n/--d options work); repeatable; default: --prompt")
+
+
+CUSTOM_ARGUMENTS = {"data": _pair_arguments, "training": _train_arg_argument, "merge": _resize_argument,
+                    "preview": _preview_prompt_argument}
 
 
 def spec_from_args(args: argparse.Namespace) -> SliderSpec:
@@ -202,7 +181,8 @@ def _check_output_path(spec: SliderSpec) -> None:
 
 
 def dry_run(spec: SliderSpec) -> int:
-    from trainer.slider.spec import errors_of, plan_stages, validate_spec
+    from trainer.slider.checks import errors_of, validate_spec
+    from trainer.slider.stages import plan_stages
 
     issues = validate_spec(spec)
     print(spec.to_json())

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_gui import engine, rules
-from lora_gui.family import hidden_fields, model_family
+from lora_gui.family import hidden_fields, model_family, traits_or_default
 from lora_gui.jobs import training_request
 from trainer.config import TrainConfig, iter_field_meta
 from trainer.fileio import atomic_write_text
@@ -53,7 +53,7 @@ def sd_scripts_command(cfg: TrainConfig) -> SdScriptsCommand:
     states = rules.field_states(dict(cfg.to_dict(), _family=family))
     skipped |= {name for name, (enabled, _value) in states.items() if not enabled}
     defaults = TrainConfig()
-    script = "sdxl_train_network.py" if family == "sdxl" else "train_network.py"
+    script = traits_or_default(family).sd_scripts_script
     args = ["accelerate", "launch", "--num_cpu_threads_per_process", "1", script]
     network_args: list[str] = []
     result = SdScriptsCommand("")

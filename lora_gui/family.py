@@ -4,9 +4,10 @@ The family comes from the model path: a quick-pick model id is known without loo
 be downloaded yet), anything else is detected from its files (torch-free). "" means unknown: an
 empty or mistyped path, or a pickle checkpoint (.ckpt), whose family the engine reads when it loads.
 
-SDXL-only fields are shown only for an SDXL model. While hidden they do not count: the config the
-page checks, saves and runs holds their defaults, so a hidden setting can never cause an error the
-user cannot see (and switching back to SDXL shows the values the fields kept).
+Fields of one family only (SDXL's; trainer.families.traits says which) are shown only for that family.
+While hidden they do not count: the config the page checks, saves and runs holds their defaults, so a
+hidden setting can never cause an error the user cannot see (and switching back to SDXL shows the
+values the fields kept).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Optional
 
 from lora_gui import engine
 from trainer.config import TrainConfig
+from trainer.families.traits import SD1, FamilyTraits, family_only_fields, field_applies, known_traits
 
 # quick pick -> (model id, family, v2, v_parameterization); "custom" leaves everything as it is
 QUICK_PICKS: dict[str, Optional[tuple[str, str, bool, bool]]] = {
@@ -25,11 +27,10 @@ QUICK_PICKS: dict[str, Optional[tuple[str, str, bool, bool]]] = {
     "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", "sdxl", False, False),
 }
 
-SDXL_ONLY: tuple[str, ...] = ("network_train_text_encoder_1", "network_train_text_encoder_2", "no_half_vae",
-                              "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk")
-
-# field -> (SD 1.x/2.x default, SDXL default): switched when the family changes, if not edited
-FAMILY_DEFAULTS: dict[str, tuple[Any, Any]] = {"resolution": ("512", "1024"), "bucket_reso_steps": (64, 32)}
+# Fields shown for some families only (SDXL's), from the family traits.
+FAMILY_FIELDS: tuple[str, ...] = family_only_fields()
+# Fields whose default follows the family (switched when the family changes, if not edited).
+FAMILY_DEFAULT_FIELDS: tuple[str, ...] = ("resolution", "bucket_reso_steps")
 
 _DEFAULTS = TrainConfig()
 
@@ -54,12 +55,31 @@ def model_family(path: str) -> str:
     return detection.family or ""
 
 
+def traits_or_default(family: str) -> FamilyTraits:
+    """The family's traits; SD 1.x's (which the config defaults are made for) while it is unknown."""
+    return known_traits(family) or SD1
+
+
 def field_shown(name: str, family: str) -> bool:
-    return name not in SDXL_ONLY or family == "sdxl"
+    return field_applies(name, family)
 
 
 def hidden_fields(family: str) -> list[str]:
-    return [name for name in SDXL_ONLY if not field_shown(name, family)]
+    return [name for name in FAMILY_FIELDS if not field_shown(name, family)]
+
+
+def v2_flags(family: str, v_parameterization: Optional[bool]) -> tuple[bool, Optional[bool]]:
+    """The v2 / v-parameterization switches for a detected model: both off where they do not apply (SDXL)."""
+    traits = traits_or_default(family)
+    if not traits.v2_switches:
+        return False, False
+    return traits.v2, v_parameterization
+
+
+def family_defaults(family: str) -> dict[str, Any]:
+    """The form values of FAMILY_DEFAULT_FIELDS that suit `family`."""
+    traits = traits_or_default(family)
+    return {"resolution": str(traits.default_resolution), "bucket_reso_steps": traits.bucket_reso_steps}
 
 
 def effective(data: dict[str, Any]) -> dict[str, Any]:
@@ -78,32 +98,42 @@ def defaults_for_family(old_family: str, new_family: str, values: dict[str, Any]
     `auto` holds the values this function set earlier (field -> value). Returns (new field values,
     new `auto`, one entry per field for the note: field, old, new, kept).
 
-    - to SDXL: a field still at its SD 1.x/2.x default gets the SDXL default; an edited one is kept
-      (and named in the note, since SDXL usually wants another value).
-    - from SDXL to SD 1.x/2.x: a field this page switched, and still at that value, goes back.
+    - to a family with its own defaults (SDXL): a field still at the config default gets the family's;
+      an edited one is kept (and named in the note, since the family usually wants another value).
+    - from such a family to one without (SD 1.x/2.x): a field this page switched, and still at that value, goes back.
     """
+    if new_family == old_family or not new_family:
+        return {}, auto, []
+    standard = {name: getattr(_DEFAULTS, name) for name in FAMILY_DEFAULT_FIELDS}
+    wanted = family_defaults(new_family)
+    if wanted != standard:
+        return _switch_to_family_defaults(values, standard, wanted)
+    if old_family and family_defaults(old_family) != standard:
+        return _switch_back(values, standard, auto)
+    return {}, auto, []
+
+
+def _switch_to_family_defaults(values: dict[str, Any], standard: dict[str, Any], wanted: dict[str, Any]):
     changes: dict[str, Any] = {}
     notes: list[dict[str, Any]] = []
-    if new_family == old_family or not new_family:
-        return changes, auto, notes
-    if new_family == "sdxl":
-        auto = {}
-        for name, (sd_default, sdxl_default) in FAMILY_DEFAULTS.items():
-            current = values.get(name)
-            if _same(current, sd_default):
-                changes[name] = sdxl_default
-                auto[name] = sdxl_default
-                notes.append(dict(field=name, old=current, new=sdxl_default, kept=False))
-            elif not _same(current, sdxl_default):
-                notes.append(dict(field=name, old=current, new=sdxl_default, kept=True))
-        return changes, auto, notes
-    if old_family == "sdxl":
-        for name, value in auto.items():
-            if name in FAMILY_DEFAULTS and _same(values.get(name), value):
-                changes[name] = FAMILY_DEFAULTS[name][0]
-                notes.append(dict(field=name, old=value, new=FAMILY_DEFAULTS[name][0], kept=False))
-        return changes, {}, notes
-    return changes, auto, notes
+    for name, family_default in wanted.items():
+        current = values.get(name)
+        if _same(current, standard[name]):
+            changes[name] = family_default
+            notes.append(dict(field=name, old=current, new=family_default, kept=False))
+        elif not _same(current, family_default):
+            notes.append(dict(field=name, old=current, new=family_default, kept=True))
+    return changes, dict(changes), notes
+
+
+def _switch_back(values: dict[str, Any], standard: dict[str, Any], auto: dict[str, Any]):
+    changes: dict[str, Any] = {}
+    notes: list[dict[str, Any]] = []
+    for name, value in auto.items():
+        if name in standard and _same(values.get(name), value):
+            changes[name] = standard[name]
+            notes.append(dict(field=name, old=value, new=standard[name], kept=False))
+    return changes, {}, notes
 
 
 def _same(a: Any, b: Any) -> bool:

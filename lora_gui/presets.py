@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lora_gui import APP_DIR, engine
-from lora_gui.family import SDXL_ONLY, model_family
+from lora_gui.family import model_family
 from lora_gui.paths import MODEL_FIELD, relativize_config_paths, resolve_config_paths
 from trainer.config import ConfigError, TrainConfig
+from trainer.families.traits import SDXL
 
 PRESET_DIR = Path(os.environ.get("LORA_GUI_PRESETS") or APP_DIR / "presets")  # the env var is for tests
 USER_PRESET_DIR = Path(os.environ.get("LORA_GUI_USER_PRESETS") or PRESET_DIR / "user")
@@ -104,9 +105,9 @@ def made_for_sdxl(loaded: LoadedPreset) -> bool:
     if MODEL_FIELD in loaded.keys:
         family = model_family(loaded.config.pretrained_model_name_or_path)
         if family:
-            return family == "sdxl"
+            return family == SDXL.id
     defaults = TrainConfig()
-    return any(name in loaded.keys and getattr(loaded.config, name) != getattr(defaults, name) for name in SDXL_ONLY)
+    return any(name in loaded.keys and getattr(loaded.config, name) != getattr(defaults, name) for name in SDXL.own_fields)
 
 
 def read_preset_file(path: Path, base: Path = APP_DIR) -> LoadedPreset:

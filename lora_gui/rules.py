@@ -13,6 +13,7 @@ from typing import Any, Callable
 from lora_gui.i18n import t
 from lora_gui.panel_view import esc
 from lora_gui.sysinfo import xformers_usable
+from trainer.families.traits import known_traits
 
 Values = dict[str, Any]  # form values, plus "_family": the model family ("" when unknown)
 
@@ -36,6 +37,12 @@ def _trains_text_encoder(v: Values) -> bool:
         return float(rate) > 0
     except (TypeError, ValueError):
         return True
+
+
+def _v2_switches_apply(family: str) -> bool:
+    """v2 / v-parameterization mean something for the family (SD 1.x / 2.x), or it is not known yet."""
+    traits = known_traits(family)
+    return traits is None or traits.v2_switches
 
 
 def _warmup_possible(v: Values) -> bool:
@@ -64,7 +71,7 @@ ENABLED_WHEN: dict[str, Callable[[Values], bool]] = {
     "persistent_data_loader_workers": lambda v: (v.get("max_data_loader_n_workers") or 0) > 0,
     "network_train_text_encoder_1": _trains_text_encoder,
     "network_train_text_encoder_2": _trains_text_encoder,
-    "v2": lambda v: v.get("_family") != "sdxl",
+    "v2": lambda v: _v2_switches_apply(v.get("_family")),
 }
 
 # Value a disabled field is set to (only where a leftover value would be an error or a surprise).

@@ -11,7 +11,7 @@ from lora_gui import form_store, i18n, presets, rules
 from lora_gui.checks import FormCheck, check_form, render_overview, slot_updates
 from lora_gui.dataset_view import render_summary
 from lora_gui.engine import detect_model, engine_available
-from lora_gui.family import SDXL_ONLY, defaults_for_family, field_shown, model_family, quick_pick_for
+from lora_gui.family import FAMILY_FIELDS, defaults_for_family, field_shown, model_family, quick_pick_for
 from lora_gui.form import FIELDS, config_to_values, values_to_dict
 from lora_gui.jobs import JobManager
 from lora_gui.page import Page
@@ -95,7 +95,7 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
     fields = page.ordered_fields()
     slots = page.ordered_slots()
     dependent = [page.fields[name] for name in rules.dependent_fields()]
-    family_cells = [page.cells[name] for name in SDXL_ONLY]
+    family_cells = [page.cells[name] for name in FAMILY_FIELDS]
     sections = list(page.sections.items())  # key -> (accordion, tab, section, field names)
     accordions = [acc for _, (acc, *_rest) in sections]
     sections_seen = gr.State([])  # sections that held a finding at the last check (opened once)
@@ -123,7 +123,7 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
             if new_value is not None:
                 update["value"] = new_value
             dep_updates.append(gr.update(**update))
-        cell_updates = [gr.update(visible=field_shown(name, family)) for name in SDXL_ONLY]
+        cell_updates = [gr.update(visible=field_shown(name, family)) for name in FAMILY_FIELDS]
         section_updates, seen = _section_updates(sections, check, lenient, family, lang, seen or [])
         summary_html = render_summary(check.summary, lang, engine_ready=engine_available())
         return (dep_updates + cell_updates + section_updates + check_updates

@@ -13,7 +13,7 @@ import torch
 
 from trainer.config import TrainConfig
 from trainer.families import ModelPathError, detect_model, get_family, load_model, resolve_model_info
-from trainer.families.detect import EMBEDDED_CONFIG_KEY, ModelInfo
+from trainer.families.model_info import EMBEDDED_CONFIG_KEY, ModelInfo
 from trainer.tiny import build_tiny_pipeline, save_tiny_model
 
 FAMILIES = ("sd1", "sd2", "sd2-v")
@@ -203,7 +203,8 @@ def test_real_architecture_keys_map_both_ways(family):
         convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint, convert_open_clip_checkpoint)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from trainer.families.single_file import bundled_config_dir, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+    from trainer.families.ldm_layout import open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+    from trainer.families.single_file import bundled_config_dir
 
     folder = bundled_config_dir(family)
     with init_empty_weights():
@@ -323,20 +324,22 @@ def test_encode_prompts_is_differentiable(loaded):
 
 
 def test_predict_and_v_prediction_target(loaded):
+    from trainer.training.noise import NoiseSchedule
+
     fam, comp = loaded["sd2-v"]
-    scheduler = fam.noise_scheduler(comp)
-    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.num_train_timesteps == 1000
+    schedule = NoiseSchedule.from_scheduler_config(comp.scheduler_config)
+    assert schedule.prediction_type == "v_prediction" and len(schedule.alphas_cumprod) == 1000
     latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     t = torch.tensor([10, 900])
-    target = fam.training_target(comp, scheduler, latents, noise, t)
-    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    target = schedule.target(latents, noise, t)
+    a = schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
     assert torch.allclose(target, a.sqrt() * noise - (1 - a).sqrt() * latents, atol=1e-6)
 
-    eps_fam, eps_comp = loaded["sd2"]
-    assert torch.equal(eps_fam.training_target(eps_comp, eps_fam.noise_scheduler(eps_comp), latents, noise, t), noise)
+    eps_comp = loaded["sd2"][1]
+    assert torch.equal(NoiseSchedule.from_scheduler_config(eps_comp.scheduler_config).target(latents, noise, t), noise)
     with torch.no_grad():
         cond = fam.encode_prompts(comp, ["a", "b"], clip_skip=1, max_token_length=75)
-        assert fam.predict(comp, scheduler.add_noise(latents, noise, t), t, cond, {}).shape == latents.shape
+        assert fam.predict(comp, schedule.add_noise(latents, noise, t), t, cond, {}).shape == latents.shape
 
 
 def test_gradient_checkpointing_and_attention(loaded):
@@ -369,14 +372,14 @@ def test_lora_names_and_versions(loaded):
                          ("sd2", ModelInfo("sd2", True, False, "diffusers", "")),
                          ("sd2-v", ModelInfo("sd2", True, True, "diffusers", ""))]:
         f = get_family(info)
-        versions[family] = (f.base_model_version(info), f.modelspec_architecture(info), f.default_resolution)
+        versions[family] = (f.base_model_version(info), f.modelspec_architecture(info), f.traits.default_resolution)
     assert versions == {"sd1": ("sd_v1", "stable-diffusion-v1", 512),
                         "sd2": ("sd_v2", "stable-diffusion-v2-512", 512),
                         "sd2-v": ("sd_v2_v", "stable-diffusion-v2-768-v", 768)}
 
 
 def test_bundled_configs_are_real_sd_architectures():
-    from trainer.families.single_file import CONFIGS_DIR
+    from trainer.families.traits import CONFIGS_DIR
 
     sd1 = json.loads((CONFIGS_DIR / "sd15" / "unet" / "config.json").read_text())
     sd2 = json.loads((CONFIGS_DIR / "sd21" / "unet" / "config.json").read_text())

@@ -7,7 +7,7 @@ import dataclasses
 import gradio as gr
 
 from lora_gui import family, rules
-from lora_gui.family import (FAMILY_DEFAULTS, QUICK_PICKS, SDXL_ONLY, defaults_for_family, effective, field_shown,
+from lora_gui.family import (FAMILY_DEFAULT_FIELDS, FAMILY_FIELDS, QUICK_PICKS, defaults_for_family, effective, field_shown,
                              model_family, quick_pick_for)
 from lora_gui.form import FIELDS, build_config, config_to_values
 from lora_gui.tabs import source_model
@@ -44,9 +44,9 @@ def test_family_of_a_model_folder_is_detected(tmp_path, monkeypatch):
 
 def test_sdxl_only_fields_are_real_fields_shown_only_for_sdxl():
     names = set(TrainConfig.field_names())
-    assert set(SDXL_ONLY) <= names
-    assert set(FAMILY_DEFAULTS) <= names
-    for name in SDXL_ONLY:
+    assert set(FAMILY_FIELDS) <= names
+    assert set(FAMILY_DEFAULT_FIELDS) <= names
+    for name in FAMILY_FIELDS:
         assert field_shown(name, "sdxl")
         assert not field_shown(name, "sd1") and not field_shown(name, "sd2") and not field_shown(name, "")
     assert field_shown("network_dim", "sd1") and field_shown("network_dim", "sdxl")
@@ -60,7 +60,7 @@ def test_hidden_sdxl_fields_count_with_their_defaults():
     cfg, errors = build_config(values)
     assert errors == []
     defaults = TrainConfig()
-    for name in SDXL_ONLY:
+    for name in FAMILY_FIELDS:
         assert getattr(cfg, name) == getattr(defaults, name), name
     # the same values with the SDXL model keep what the user set
     values[[s.name for s in FIELDS].index("pretrained_model_name_or_path")] = SDXL_ID
@@ -136,5 +136,5 @@ def test_the_initial_family_hides_fields_when_the_page_is_built():
         page = Page(lang="en", values={}, family=fam)
         with gr.Blocks():
             advanced.build(page)
-        assert all(page.cells[n].visible is shown for n in SDXL_ONLY if n in page.cells)
+        assert all(page.cells[n].visible is shown for n in FAMILY_FIELDS if n in page.cells)
     assert family.hidden_fields("sdxl") == []

@@ -206,7 +206,7 @@ class Trainer(Saving):
         if note:
             self.events.emit("log", message=note)
         self.comp.vae.to(device, dtype=self.vae_dtype)
-        self.schedule = NoiseSchedule(self.info_prediction_type())
+        self.schedule = NoiseSchedule.from_scheduler_config(self.comp.scheduler_config)
         self.noise_generator = torch.Generator().manual_seed(cfg.seed)
 
         self.dataset = LoraDataset(cfg, self.scan, self.family.latent_scale, plan=self.plan)
@@ -272,9 +272,6 @@ class Trainer(Saving):
             for text_encoder in self.comp.text_encoders:
                 text_encoder.to("cpu", dtype=torch.float32)  # half precision is slow or unsupported on CPU
             self.events.emit("log", message="text encoders moved to the CPU")
-
-    def info_prediction_type(self) -> str:
-        return "v_prediction" if self.info.v_parameterization else "epsilon"
 
     def _resume(self, state: LoadedState) -> None:
         self.network.load_trainable_state(state.network_state, source=self.cfg.resume)

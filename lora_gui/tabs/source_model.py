@@ -11,7 +11,7 @@ import gradio as gr
 
 from lora_gui import engine, i18n
 from lora_gui.engine import ModelDetection
-from lora_gui.family import QUICK_PICKS, quick_pick_for
+from lora_gui.family import QUICK_PICKS, quick_pick_for, v2_flags
 from lora_gui.form import SPEC
 from lora_gui.page import Page
 from lora_gui.panel_view import esc
@@ -62,11 +62,7 @@ def flags_for_model(path: str, v2: bool, v_param: bool) -> tuple[Any, Any]:
         detection = engine.detect_model(path or "")
         if detection is None or not detection.ok or not detection.family:
             return gr.skip(), gr.skip()
-        if detection.family == "sdxl":  # the switches are for SD 1.x / 2.x only
-            new_v2, new_v = False, False
-        else:
-            new_v2 = detection.family == "sd2"
-            new_v = detection.v_parameterization
+        new_v2, new_v = v2_flags(detection.family, detection.v_parameterization)
     return (new_v2 if new_v2 != v2 else gr.skip(),
             new_v if (new_v is not None and new_v != v_param) else gr.skip())
 

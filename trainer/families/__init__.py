@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from trainer.families.detect import ModelInfo, ModelPathError, detect_model, resolve_model_info
+from trainer.families.detect import detect_model, resolve_model_info
+from trainer.families.model_info import ModelInfo, ModelPathError
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from trainer.errors import TrainingError
-from trainer.families.detect import ModelInfo
+from trainer.families.model_info import ModelInfo
+from trainer.families.traits import FamilyTraits, family_traits
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import DDPMScheduler, DiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     from trainer.config import TrainConfig
 
@@ -45,7 +46,7 @@ class Components:
 class LoraRoot:
     """A model part that receives LoRA modules, and the kohya name prefix of those modules."""
 
-    prefix: str  # "lora_unet", "lora_te" (SDXL: "lora_te1", "lora_te2")
+    prefix: str  # one of the family's traits.lora_prefixes
     module: Any  # torch.nn.Module
     kind: str  # "unet" | "text_encoder"
 
@@ -58,28 +59,34 @@ class XformersUnavailableError(TrainingError):
 
 
 class ModelFamily:
-    """Base class; subclasses set the class attributes and implement the model-specific methods."""
+    """Base class; subclasses set `name` (the key of their traits) and implement loading and encoding."""
 
     name: str = ""
-    latent_scale: float = 1.0
-    default_resolution: int = 512
-    bucket_reso_steps: int = 64
 
     def __init__(self, info: Optional[ModelInfo] = None):
         self.info = info
 
-    # ---- identity --------------------------------------------------------------------------
+    # ---- identity (from the torch-free traits) ----------------------------------------------
+    @property
+    def traits(self) -> FamilyTraits:
+        """This family's traits; the v-prediction variant when the model predicts v."""
+        return family_traits(self.name, bool(self.info and self.info.v_parameterization))
+
+    @property
+    def latent_scale(self) -> float:
+        return self.traits.latent_scale
+
     def base_model_version(self, info: ModelInfo) -> str:
         """`ss_base_model_version` of the LoRA metadata."""
-        raise NotImplementedError
+        return family_traits(self.name, bool(info.v_parameterization)).base_model_version
 
     def modelspec_architecture(self, info: ModelInfo) -> str:
         """The base-model part of `modelspec.architecture` (the writer appends "/lora")."""
-        raise NotImplementedError
+        return family_traits(self.name, bool(info.v_parameterization)).modelspec_architecture
 
     def modelspec_implementation(self, info: ModelInfo) -> str:
         """`modelspec.implementation` of the LoRA metadata: the code base the key names follow."""
-        return "diffusers"
+        return self.traits.modelspec_implementation
 
     # ---- loading ---------------------------------------------------------------------------
     def load(self, cfg: "TrainConfig", info: ModelInfo) -> Components:
@@ -94,30 +101,18 @@ class ModelFamily:
 
     def predict(self, comp: Components, noisy_latents: "torch.Tensor", timesteps: "torch.Tensor",
                 cond: dict, batch: dict) -> "torch.Tensor":
-        """The UNet output (epsilon or v, see `prediction_type`)."""
+        """The UNet output (epsilon or v: the prediction_type of `comp.scheduler_config`)."""
         raise NotImplementedError
-
-    def prediction_type(self, comp: Components) -> str:
-        return comp.scheduler_config.get("prediction_type", "epsilon")
-
-    def noise_scheduler(self, comp: Components) -> "DDPMScheduler":
-        """The DDPM scheduler the training loop adds noise with."""
-        from diffusers import DDPMScheduler
-
-        return DDPMScheduler.from_config(comp.scheduler_config)
-
-    def training_target(self, comp: Components, scheduler: "DDPMScheduler", latents: "torch.Tensor",
-                        noise: "torch.Tensor", timesteps: "torch.Tensor") -> "torch.Tensor":
-        """What `predict` is trained to output: the noise, or v = sqrt(a)*noise - sqrt(1-a)*latents."""
-        if self.prediction_type(comp) == "v_prediction":
-            return scheduler.get_velocity(latents, noise, timesteps)
-        return noise
 
     def vae_dtype(self, weight_dtype: "torch.dtype", *, no_half_vae: bool) -> tuple["torch.dtype", str]:
         """The VAE's dtype under mixed precision `weight_dtype`, and a note for the log when the family
-        overrides the setting ("" otherwise). fp32 with no_half_vae, else the mixed-precision dtype."""
+        overrides the setting ("" otherwise). fp32 with no_half_vae, else the mixed-precision dtype,
+        except fp16 for a VAE that overflows in it."""
         import torch
 
+        if self.traits.vae_overflows_in_fp16 and weight_dtype == torch.float16 and not no_half_vae:
+            return torch.float32, (f"The {self.traits.label} VAE overflows in fp16 (NaN latents, black images), "
+                                   "so it runs in fp32 although 'No half VAE' is off.")
         return (torch.float32 if no_half_vae else weight_dtype), ""
 
     def enable_gradient_checkpointing(self, comp: Components, *, text_encoder: bool = True) -> None:

@@ -16,24 +16,25 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from trainer.errors import TrainingError
+from trainer.families.model_info import (
+    MODEL_FILE_SUFFIXES,
+    SD1_TE_PREFIX,
+    SD2_TE_PREFIX,
+    SDXL_PREFIX,
+    SDXL_TE1_PREFIX,
+    SDXL_TE2_PREFIX,
+    UNET_PREFIX,
+    V_PRED_KEY,
+    ModelInfo,
+    ModelPathError,
+    embedded_configs,
+)
+from trainer.families.traits import family_label, family_traits
 
-FAMILIES = ("sd1", "sd2", "sdxl")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-
-UNET_PREFIX = "model.diffusion_model."
-SD1_TE_PREFIX = "cond_stage_model.transformer."
-SD2_TE_PREFIX = "cond_stage_model.model."
-SDXL_PREFIX = "conditioner."
-SDXL_TE1_PREFIX = "conditioner.embedders.0.transformer."  # CLIP ViT-L (transformers layout)
-SDXL_TE2_PREFIX = "conditioner.embedders.1.model."  # OpenCLIP ViT-bigG
-V_PRED_KEY = "v_pred"  # ComfyUI marks v-prediction checkpoints with this (empty) tensor
-# Safetensors metadata key under which `save_single_file` stores the diffusers component configs.
-EMBEDDED_CONFIG_KEY = "lora_gui.diffusers_configs"
 # ComfyUI's SD2 v-prediction test: population std of this bias above 0.09 means a 768-v model.
 V_PRED_NORM_BIAS_STD = 0.09
 _V_PRED_NORM_BIAS = re.compile(r"^model\.diffusion_model\.output_blocks\.(\d+)\.1\.transformer_blocks\.0\.norm1\.bias$")
@@ -41,32 +42,6 @@ _V_PRED_NORM_BIAS = re.compile(r"^model\.diffusion_model\.output_blocks\.(\d+)\.
 REFINER_MESSAGE = "SDXL refiner models are not supported (LoRAs are trained on an SDXL base model)."
 REFINER_HINT = "Choose an SDXL base model (two text encoders), e.g. sd_xl_base_1.0.safetensors."
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class ModelPathError(TrainingError):
-    """The base model (or VAE) path is missing, unreadable or not a supported model."""
-
-    def __init__(self, message: str, hint: Optional[str] = None, *, field: str = "pretrained_model_name_or_path"):
-        super().__init__("model_path", message, field=field, hint=hint)
-
-
-@dataclass
-class ModelInfo:
-    """What the engine needs to know about a base model before loading it.
-
-    family is None only for pickle checkpoints before they are loaded (detection needs torch).
-    v_parameterization is None when nothing in the files says which target the model was trained for.
-    """
-
-    family: Optional[str]  # "sd1" | "sd2" | "sdxl"
-    v2: bool
-    v_parameterization: Optional[bool]
-    kind: str  # "diffusers" | "single_file" | "hub"
-    path: str
-    notes: list[str] = field(default_factory=list)
-
-    def with_notes(self, *notes: str) -> "ModelInfo":
-        return replace(self, notes=[*self.notes, *notes])
 
 
 def detect_model(path: str) -> ModelInfo:
@@ -80,7 +55,7 @@ def detect_model(path: str) -> ModelInfo:
     if p.is_file():
         if p.suffix.lower() == ".safetensors":
             return _detect_safetensors(p)
-        if p.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        if p.suffix.lower() in MODEL_FILE_SUFFIXES:
             return ModelInfo(None, False, None, "single_file", str(p),
                              ["A pickle checkpoint (.ckpt) can only be inspected while loading; "
                               "the family is detected then."])
@@ -114,7 +89,7 @@ def merge_user_flags(info: ModelInfo, cfg: Any) -> ModelInfo:
     family = info.family
     if family is None:  # pickle checkpoint: trust the flags until the loader reads the keys
         family = "sd2" if cfg.v2 else "sd1"
-        notes.append(f"Assuming {_label(family)} from the v2 setting; checked when the checkpoint is loaded.")
+        notes.append(f"Assuming {family_label(family)} from the v2 setting; checked when the checkpoint is loaded.")
     elif cfg.v2 and family == "sd1":
         notes.append("'SD 2.x (v2)' is set, but the weights are SD 1.x; loading as SD 1.x.")
     elif not cfg.v2 and family == "sd2":
@@ -130,7 +105,7 @@ def merge_user_flags(info: ModelInfo, cfg: Any) -> ModelInfo:
         v_param = True
     elif v_param:
         notes.append("The model predicts v (v-parameterization); turned on automatically.")
-    return replace(info, family=family, v2=family == "sd2", v_parameterization=bool(v_param),
+    return replace(info, family=family, v2=family_traits(family).v2, v_parameterization=bool(v_param),
                    notes=[*info.notes, *notes])
 
 
@@ -176,19 +151,7 @@ def detect_from_keys(keys: Iterable[str], get_tensor: Callable[[str], Any], conf
             notes.append("Detected a v-prediction (768-v) SD 2.x model from its weights.")
     else:
         v_param = False
-    return ModelInfo(family, family == "sd2", v_param, kind, path, notes)
-
-
-def embedded_configs(metadata: Optional[dict]) -> Optional[dict]:
-    """The diffusers component configs `save_single_file` stored in a file's metadata, if any."""
-    raw = (metadata or {}).get(EMBEDDED_CONFIG_KEY)
-    if not raw:
-        return None
-    try:
-        configs = json.loads(raw)
-    except ValueError:
-        return None
-    return configs if isinstance(configs, dict) else None
+    return ModelInfo(family, family_traits(family).v2, v_param, kind, path, notes)
 
 
 def _v_pred_heuristic(keys: set[str], get_tensor: Callable[[str], Any]) -> bool:
@@ -256,7 +219,7 @@ def _detect_folder(folder: Path, *, kind: str) -> ModelInfo:
     if "XL" in class_name or "text_encoder_2" in index:
         if not _component_present(index, "text_encoder"):
             raise ModelPathError(REFINER_MESSAGE, REFINER_HINT)
-        return ModelInfo("sdxl", False, _folder_v_param(folder, notes), kind, str(folder), notes)
+        return ModelInfo("sdxl", family_traits("sdxl").v2, _folder_v_param(folder, notes), kind, str(folder), notes)
     if class_name and not class_name.startswith("StableDiffusion"):
         raise ModelPathError(f"{folder.name} is a {class_name}, not a Stable Diffusion 1.x/2.x/XL model.")
 
@@ -273,7 +236,7 @@ def _detect_folder(folder: Path, *, kind: str) -> ModelInfo:
         raise ModelPathError(f"Cannot tell whether {folder.name} is SD 1.x or SD 2.x.",
                              "Its text_encoder/config.json and unet/config.json are missing or unusual.")
 
-    return ModelInfo(family, family == "sd2", _folder_v_param(folder, notes), kind, str(folder), notes)
+    return ModelInfo(family, family_traits(family).v2, _folder_v_param(folder, notes), kind, str(folder), notes)
 
 
 def _folder_v_param(folder: Path, notes: list[str]) -> Optional[bool]:
@@ -315,7 +278,3 @@ def _read_json(path: Path, *, required: bool = True) -> dict:
     except (OSError, ValueError) as exc:
         raise ModelPathError(f"Cannot read {path}: {exc}") from exc
     return data if isinstance(data, dict) else {}
-
-
-def _label(family: str) -> str:
-    return {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}.get(family, family)

@@ -7,15 +7,15 @@ Prompt encoding follows sd-scripts exactly (clip_skip, 75-token chunks for max_t
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
 from trainer.families.base import Components, LoraRoot, ModelFamily, XformersUnavailableError
-from trainer.families.detect import ModelInfo, ModelPathError
-from trainer.families.single_file import bundled_config_dir, load_single_file_components, load_vae, read_checkpoint
+from trainer.families.model_info import ModelInfo, ModelPathError
+from trainer.families.scheduler_config import folder_scheduler_config, training_scheduler_config
+from trainer.families.single_file import load_single_file_components, load_vae, read_checkpoint
 from trainer.families.tokenizers import load_model_tokenizer
 
 if TYPE_CHECKING:
@@ -25,22 +25,7 @@ if TYPE_CHECKING:
 
 
 class StableDiffusionFamily(ModelFamily):
-    """Shared SD1/SD2 behaviour; subclasses differ in tokenizer padding and bundled configs."""
-
-    latent_scale = 0.18215
-    default_resolution = 512
-    bucket_reso_steps = 64
-    pad_token = "<|endoftext|>"
-
-    # ---- identity --------------------------------------------------------------------------
-    def base_model_version(self, info: ModelInfo) -> str:
-        # sd-scripts' get_model_version_str_for_sd1_sd2: "sd" + "_v1"/"_v2" + "_v" for v-prediction.
-        return f"sd_{'v2' if info.v2 else 'v1'}{'_v' if info.v_parameterization else ''}"
-
-    def modelspec_architecture(self, info: ModelInfo) -> str:
-        if not info.v2:
-            return "stable-diffusion-v1"
-        return "stable-diffusion-v2-768-v" if info.v_parameterization else "stable-diffusion-v2-512"
+    """Shared SD1/SD2 behaviour; subclasses differ in their traits (tokenizer padding, bundled configs)."""
 
     # ---- loading ---------------------------------------------------------------------------
     def load(self, cfg: "TrainConfig", info: ModelInfo) -> Components:
@@ -53,37 +38,29 @@ class StableDiffusionFamily(ModelFamily):
             state_dict, configs = read_checkpoint(info.path)
             unet, vae, text_encoder = load_single_file_components(
                 state_dict, configs, self.name, name=Path(info.path).name)
+            model_scheduler = (configs or {}).get("scheduler")
         else:
             unet, vae, text_encoder = _load_diffusers_folder(info.path)
+            model_scheduler = folder_scheduler_config(info.path)
         if getattr(cfg, "vae", ""):
             vae = load_vae(cfg.vae, vae.config)
         for model in (unet, vae, text_encoder):
             model.requires_grad_(False)
 
         # A diffusers folder's own tokenizer (its text encoder is sized for it); single files get the bundled one.
-        tokenizer = load_model_tokenizer(info.path, "tokenizer", text_encoder, pad_token=self.pad_token,
+        tokenizer = load_model_tokenizer(info.path, "tokenizer", text_encoder, pad_token=self.traits.pad_tokens[0],
                                          from_folder=info.kind != "single_file")
         comp = Components(
             unet=unet,
             vae=vae,
             text_encoders=[text_encoder],
             tokenizers=[tokenizer],
-            scheduler_config=self.scheduler_config(bool(info.v_parameterization)),
+            scheduler_config=training_scheduler_config(self.name, model_scheduler,
+                                                       v_parameterization=bool(info.v_parameterization)),
             info=info,
         )
         self.enable_sdpa(comp)
         return comp
-
-    def scheduler_config(self, v_parameterization: bool) -> dict:
-        """The training schedule: DDPM, scaled_linear 0.00085 -> 0.012, 1000 steps, as sd-scripts uses.
-
-        It is taken from the bundled config, not the model's own scheduler, for the same reason
-        sd-scripts hard-codes it: every SD1/SD2 model was trained with this schedule.
-        """
-        path = bundled_config_dir(self.name) / "scheduler" / "scheduler_config.json"
-        config = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
-        config["prediction_type"] = "v_prediction" if v_parameterization else "epsilon"
-        return config
 
     # ---- text conditioning -----------------------------------------------------------------
     def tokenize(self, comp: Components, captions: list[str], *, max_token_length: int) -> torch.Tensor:
@@ -170,7 +147,8 @@ class StableDiffusionFamily(ModelFamily):
 
     # ---- LoRA ------------------------------------------------------------------------------
     def lora_roots(self, comp: Components) -> list[LoraRoot]:
-        return [LoraRoot("lora_unet", comp.unet, "unet"), LoraRoot("lora_te", comp.text_encoder, "text_encoder")]
+        unet_prefix, te_prefix = self.traits.lora_prefixes
+        return [LoraRoot(unet_prefix, comp.unet, "unet"), LoraRoot(te_prefix, comp.text_encoder, "text_encoder")]
 
     def kohya_module_name(self, root: LoraRoot, module_path: str) -> str:
         """kohya names: the module path with '.' -> '_' after the prefix.
@@ -214,17 +192,10 @@ class StableDiffusionFamily(ModelFamily):
 
 class SD1Family(StableDiffusionFamily):
     name = "sd1"
-    pad_token = "<|endoftext|>"
 
 
 class SD2Family(StableDiffusionFamily):
     name = "sd2"
-    pad_token = "!"  # OpenCLIP pads with token 0
-
-    def __init__(self, info: Optional[ModelInfo] = None):
-        super().__init__(info)
-        if info is not None and info.v_parameterization:
-            self.default_resolution = 768  # the 768-v models
 
 
 def _text_hidden_states(text_encoder: Any, ids: torch.Tensor, clip_skip: int) -> torch.Tensor:

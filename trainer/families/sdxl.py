@@ -22,14 +22,11 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from trainer.families.base import Components, LoraRoot
-from trainer.families.detect import ModelInfo, ModelPathError
+from trainer.families.ldm_layout import ldm_module_path
+from trainer.families.model_info import ModelInfo, ModelPathError
+from trainer.families.scheduler_config import folder_scheduler_config, training_scheduler_config
 from trainer.families.sd import StableDiffusionFamily, _device_of
-from trainer.families.single_file import (
-    ldm_module_path,
-    load_sdxl_single_file_components,
-    load_vae,
-    read_checkpoint,
-)
+from trainer.families.single_file import load_sdxl_single_file_components, load_vae, read_checkpoint
 from trainer.families.tokenizers import load_model_tokenizer
 
 if TYPE_CHECKING:
@@ -37,7 +34,6 @@ if TYPE_CHECKING:
 
     from trainer.config import TrainConfig
 
-TE_PREFIXES = ("lora_te1", "lora_te2")
 # Components.extras key: which text encoders get LoRA modules (the two network_train_text_encoder_N switches).
 LORA_TEXT_ENCODERS = "lora_text_encoders"
 
@@ -46,19 +42,6 @@ class SDXLFamily(StableDiffusionFamily):
     """SDXL base (and fine-tunes of it). Shares scheduler, attention and checkpointing code with SD1/SD2."""
 
     name = "sdxl"
-    latent_scale = 0.13025
-    default_resolution = 1024
-    bucket_reso_steps = 32  # the UNet halves the latents twice: pixel sides must be multiples of 8 * 4
-
-    # ---- identity --------------------------------------------------------------------------
-    def base_model_version(self, info: ModelInfo) -> str:
-        return "sdxl_base_v1-0"
-
-    def modelspec_architecture(self, info: ModelInfo) -> str:
-        return "stable-diffusion-xl-v1-base"
-
-    def modelspec_implementation(self, info: ModelInfo) -> str:
-        return "https://github.com/Stability-AI/generative-models"
 
     # ---- loading ---------------------------------------------------------------------------
     def load(self, cfg: "TrainConfig", info: ModelInfo) -> Components:
@@ -71,8 +54,10 @@ class SDXLFamily(StableDiffusionFamily):
             state_dict, configs = read_checkpoint(info.path)
             unet, vae, te1, te2 = load_sdxl_single_file_components(state_dict, configs, name=Path(info.path).name)
             del state_dict
+            model_scheduler = (configs or {}).get("scheduler")
         else:
             unet, vae, te1, te2 = _load_sdxl_folder(info.path)
+            model_scheduler = folder_scheduler_config(info.path)
         if getattr(cfg, "vae", ""):
             vae = load_vae(cfg.vae, vae.config)
         for model in (unet, vae, te1, te2):
@@ -80,25 +65,20 @@ class SDXLFamily(StableDiffusionFamily):
 
         from_folder = info.kind != "single_file"
         tokenizers = [load_model_tokenizer(info.path, subfolder, te, pad_token=pad, from_folder=from_folder)
-                      for subfolder, te, pad in (("tokenizer", te1, "<|endoftext|>"), ("tokenizer_2", te2, "!"))]
+                      for subfolder, te, pad in zip(("tokenizer", "tokenizer_2"), (te1, te2), self.traits.pad_tokens)]
         comp = Components(
             unet=unet,
             vae=vae,
             text_encoders=[te1, te2],
             tokenizers=tokenizers,
-            scheduler_config=self.scheduler_config(bool(info.v_parameterization)),
+            scheduler_config=training_scheduler_config(self.name, model_scheduler,
+                                                       v_parameterization=bool(info.v_parameterization)),
             info=info,
-            extras={LORA_TEXT_ENCODERS: (bool(getattr(cfg, "network_train_text_encoder_1", True)),
-                                         bool(getattr(cfg, "network_train_text_encoder_2", True)))},
+            extras={LORA_TEXT_ENCODERS: tuple(bool(getattr(cfg, switch, True))
+                                              for switch in self.traits.text_encoder_switches)},
         )
         self.enable_sdpa(comp)
         return comp
-
-    def vae_dtype(self, weight_dtype: torch.dtype, *, no_half_vae: bool) -> tuple[torch.dtype, str]:
-        if weight_dtype == torch.float16 and not no_half_vae:
-            return torch.float32, ("The SDXL VAE overflows in fp16 (NaN latents, black images), so it runs in "
-                                   "fp32 although 'No half VAE' is off.")
-        return super().vae_dtype(weight_dtype, no_half_vae=no_half_vae)
 
     # ---- text conditioning -----------------------------------------------------------------
     def encode_prompts(self, comp: Components, captions: list[str], *, clip_skip: int = 1,
@@ -149,8 +129,8 @@ class SDXLFamily(StableDiffusionFamily):
     def lora_roots(self, comp: Components) -> list[LoraRoot]:
         """The UNet and the text encoders whose switch is on (both unless the config turned one off)."""
         enabled = comp.extras.get(LORA_TEXT_ENCODERS, (True, True))
-        roots = [LoraRoot("lora_unet", comp.unet, "unet")]
-        for prefix, text_encoder, on in zip(TE_PREFIXES, comp.text_encoders, enabled):
+        roots = [LoraRoot(self.traits.lora_prefixes[0], comp.unet, "unet")]
+        for prefix, text_encoder, on in zip(self.traits.text_encoder_prefixes, comp.text_encoders, enabled):
             if on:
                 roots.append(LoraRoot(prefix, text_encoder, "text_encoder"))
         return roots

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainer.families.detect import ModelPathError
+from trainer.families.model_info import ModelPathError
 
 ASSETS = Path(__file__).parent / "assets"
 CLIP_BPE_DIR = ASSETS / "clip_tokenizer"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from trainer.config import TrainConfig
+from trainer.families.traits import FamilyTraits, family_traits
 
 NETWORK_MODULE = "networks.lora"
 SAI_MODEL_SPEC_VERSION = "1.0.1"
@@ -70,14 +71,17 @@ def _model_name(path: str) -> str:
 
 
 def base_model_version(v2: bool, v_parameterization: bool) -> str:
-    return ("sd_v2" if v2 else "sd_v1") + ("_v" if v_parameterization else "")
+    return _sd_traits(v2, v_parameterization).base_model_version
 
 
 def modelspec_architecture(v2: bool, v_parameterization: bool) -> str:
     """The base model's architecture id (sd-scripts' names)."""
-    if not v2:
-        return "stable-diffusion-v1"
-    return "stable-diffusion-v2-768-v" if v_parameterization else "stable-diffusion-v2-512"
+    return _sd_traits(v2, v_parameterization).modelspec_architecture
+
+
+def _sd_traits(v2: bool, v_parameterization: bool) -> FamilyTraits:
+    """SD 1.x / 2.x, as sd-scripts' --v2 and --v_parameterization flags say."""
+    return family_traits("sd2" if v2 else "sd1", bool(v_parameterization))
 
 
 def lora_architecture(base_architecture: str) -> str:

@@ -60,7 +60,7 @@ def measure_slider(model: Any, lora: LoraFile, pairs: Sequence[tuple[Path, Path]
     family, comp = loaded.family, loaded.comp
     for part in (comp.unet, comp.vae, *comp.text_encoders):
         part.eval()
-    schedule = NoiseSchedule(family.prediction_type(comp))
+    schedule = NoiseSchedule.from_scheduler_config(comp.scheduler_config)
     generator = torch.Generator().manual_seed(seed)
 
     def latents(path: Path) -> torch.Tensor:

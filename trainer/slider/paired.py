@@ -127,7 +127,7 @@ class PairedTrainer:
                                                warmup=cfg.lr_warmup_steps, num_cycles=cfg.lr_scheduler_num_cycles,
                                                power=cfg.lr_scheduler_power)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.precision.use_grad_scaler else None
-        self.schedule = NoiseSchedule("v_prediction" if self.info.v_parameterization else "epsilon")
+        self.schedule = NoiseSchedule.from_scheduler_config(self.comp.scheduler_config)
         self.noise_generator = torch.Generator().manual_seed(cfg.seed)
 
     @torch.no_grad()

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 
-def ddpm_alphas_cumprod(num_train_timesteps: int = 1000, beta_start: float = 0.00085,
-                        beta_end: float = 0.012) -> torch.Tensor:
-    """ᾱ_t of the scaled_linear schedule every SD1/SD2/SDXL model was trained with."""
-    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0).float()
+# sd-scripts' schedule (DDPM, scaled_linear 0.00085 -> 0.012, 1000 steps): used where a model's
+# scheduler config leaves a value out, as sd-scripts hard-codes it.
+KOHYA_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                  "beta_schedule": "scaled_linear"}
+
+
+def alphas_cumprod(scheduler_config: Optional[dict] = None) -> torch.Tensor:
+    """ᾱ_t of the forward process a scheduler config describes: diffusers' DDPMScheduler builds it from
+    the model's own values (beta schedule, range, steps, trained betas, zero-SNR rescaling), with
+    kohya's values where the config has none."""
+    from diffusers import DDPMScheduler
+
+    given = {key: value for key, value in (scheduler_config or {}).items() if not key.startswith("_")}
+    return DDPMScheduler.from_config({**KOHYA_SCHEDULE, **given}).alphas_cumprod.clone()
 
 
 class NoiseSchedule:
@@ -22,8 +32,13 @@ class NoiseSchedule:
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"unsupported prediction type {prediction_type!r}")
         self.prediction_type = prediction_type
-        self.alphas_cumprod = ddpm_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+        self.alphas_cumprod = _default_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
         self.snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
+
+    @classmethod
+    def from_scheduler_config(cls, scheduler_config: dict) -> "NoiseSchedule":
+        """The schedule of a loaded model (`Components.scheduler_config`, which holds the prediction type)."""
+        return cls(scheduler_config.get("prediction_type", "epsilon"), alphas_cumprod(scheduler_config))
 
     def _coeffs(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.alphas_cumprod.to(like.device)[timesteps].to(like.dtype)
@@ -45,6 +60,11 @@ class NoiseSchedule:
         snr = self.snr.to(timesteps.device)[timesteps]
         clipped = torch.clamp(snr, max=gamma)
         return clipped / (snr + 1.0) if self.prediction_type == "v_prediction" else clipped / snr
+
+
+@lru_cache(maxsize=1)
+def _default_alphas_cumprod() -> torch.Tensor:
+    return alphas_cumprod()
 
 
 def sample_timesteps(batch_size: int, min_timestep: int, max_timestep: int, generator: torch.Generator,

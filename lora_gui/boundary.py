@@ -53,6 +53,7 @@ TORCH_FREE = (
     "trainer.data.captions",
     "trainer.data.image_header",
     "trainer.data.image_modes",
+    "trainer.data.latent_cache",
     "trainer.data.scan",
     "trainer.data.steps",
     "trainer.families",

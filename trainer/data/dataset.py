@@ -29,7 +29,8 @@ import torch
 from trainer.data import images as imageops
 from trainer.data.buckets import crop_offsets
 from trainer.data.captions import CaptionOptions, process_caption
-from trainer.data.latent_cache import BadCacheFile, CacheKey, CachedLatents, cache_path, load_latents, save_latents
+from trainer.data.latent_cache import (BadCacheFile, CacheKey, CachedLatents, cache_path, caching_blockers, load_latents,
+                                       save_latents)
 from trainer.data.scan import DatasetError, DatasetScan, scan_dataset
 from trainer.data.steps import PlannedImage, StepPlan, epoch_batches, plan_steps
 
@@ -49,7 +50,7 @@ class CacheReport:
 
 def cache_refusal_reason(cfg) -> str:
     """Why latents cannot be cached with these settings ("" when they can)."""
-    reasons = [name for name in ("color_aug", "random_crop") if getattr(cfg, name)]
+    reasons = caching_blockers(cfg)
     if not reasons:
         return ""
     return f"{' and '.join(reasons)} change the image every epoch, so latents are not cached"

@@ -24,6 +24,13 @@ from trainer.fileio import atomic_path
 
 CACHE_FORMAT = 1
 KEY_FIELD = "lora_gui_key"
+# Settings that change the image every epoch, so its latents cannot be cached.
+CACHE_BLOCKING_AUGMENTATIONS = ("color_aug", "random_crop")
+
+
+def caching_blockers(cfg) -> list[str]:
+    """The CACHE_BLOCKING_AUGMENTATIONS turned on in `cfg` (empty when latents can be cached)."""
+    return [name for name in CACHE_BLOCKING_AUGMENTATIONS if getattr(cfg, name)]
 
 
 def cache_path(image_path: Path, bucket: tuple[int, int], suffix: str = "sd") -> Path:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from trainer.config import TrainConfig
+from trainer.data.latent_cache import caching_blockers
 from trainer.findings import Finding
+from trainer.params import field_of
 from trainer.preflight.registry import ERROR, WARNING, Context, issue, rule, trains_text_encoder
 
 
 @rule("cache_latents_disabled")
 def latent_caching(ctx: Context) -> Iterator[Finding]:
     cfg = ctx.cfg
-    augs = [(name, label) for name, label in (("color_aug", "color augmentation"), ("random_crop", "random crop"))
-            if getattr(cfg, name)]
+    augs = [(name, field_of(TrainConfig, name).metadata["label"].lower()) for name in caching_blockers(cfg)]
     if (cfg.cache_latents or cfg.cache_latents_to_disk) and augs:
         yield issue("cache_latents", WARNING, "cache_latents_disabled",
                     f"Latents will not be cached because {' and '.join(label for _, label in augs)} change(s) the "

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Iterator
 
 from trainer.findings import Finding
+from trainer.machine import xformers_installed
 from trainer.preflight.registry import ERROR, WARNING, Context, issue, rule
 
 
@@ -38,7 +38,7 @@ def attention(ctx: Context) -> Iterator[Finding]:
         yield issue("xformers", ERROR, "xformers_without_cuda",
                     "xformers attention needs a CUDA GPU, and none was found. Turn xformers off "
                     "(SDPA attention works everywhere).")
-    elif importlib.util.find_spec("xformers") is None:
+    elif not xformers_installed():
         yield issue("xformers", ERROR, "xformers_missing",
                     "xformers attention is on, but the xformers package is not installed. Install it, or turn "
                     "xformers off (SDPA attention works without it).")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from trainer.config import TrainConfig
+from trainer.families.traits import known_traits
 from trainer.findings import Finding
 from trainer.preflight.registry import ERROR, WARNING, Context, issue, rule
 
@@ -13,22 +14,23 @@ from trainer.preflight.registry import ERROR, WARNING, Context, issue, rule
 def family_issues(cfg: TrainConfig, family: Optional[str], *, cuda: bool = True) -> list[Finding]:
     """The rules that depend on the model family. The engine runs them again once a .ckpt is loaded,
     since validation cannot tell a pickled checkpoint's family."""
-    if family != "sdxl":
+    traits = known_traits(family)
+    if traits is None:
         return []
-    found = []
-    if cfg.clip_skip != 1:
+    found, name = [], traits.label
+    if "clip_skip" in traits.ignored_fields and cfg.clip_skip != 1:
         found.append(issue("clip_skip", WARNING, "clip_skip_ignored",
-                           f"Clip skip {cfg.clip_skip} is ignored for SDXL: SDXL always uses the penultimate "
+                           f"Clip skip {cfg.clip_skip} is ignored for {name}: {name} always uses the penultimate "
                            "layers of both text encoders. Set clip skip to 1 to silence this.",
                            clip_skip=cfg.clip_skip))
-    steps = cfg.bucket_reso_steps
-    if cfg.enable_bucket and steps % 32 and not steps % 8:
+    steps, multiple = cfg.bucket_reso_steps, traits.bucket_step_multiple
+    if cfg.enable_bucket and steps % multiple and not steps % 8:  # not a multiple of 8: resolution rules say so
         found.append(issue("bucket_reso_steps", ERROR, "bucket_steps_not_32",
-                           f"Bucket resolution steps {steps} is not a multiple of 32, which the SDXL UNet needs "
-                           "(sd-scripts refuses it too). Use 32 or 64.", steps=steps))
-    if cuda and cfg.mixed_precision == "fp16" and not cfg.no_half_vae:
+                           f"Bucket resolution steps {steps} is not a multiple of {multiple}, which the {name} UNet "
+                           f"needs (sd-scripts refuses it too). Use {multiple} or {2 * multiple}.", steps=steps))
+    if traits.vae_overflows_in_fp16 and cuda and cfg.mixed_precision == "fp16" and not cfg.no_half_vae:
         found.append(issue("no_half_vae", WARNING, "sdxl_vae_fp32",
-                           "The SDXL VAE produces NaN (black images) in fp16, so it runs in fp32 although "
+                           f"The {name} VAE produces NaN (black images) in fp16, so it runs in fp32 although "
                            "'No half VAE' is off. Turn 'No half VAE' on to silence this.",
                            mixed_precision=cfg.mixed_precision))
     return found

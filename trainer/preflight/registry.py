@@ -8,30 +8,19 @@ their findings in.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
-from pathlib import Path
+from functools import cached_property
 from typing import Callable, Iterable, Optional
 
 from trainer.config import TrainConfig, parse_resolution
 from trainer.data.scan import DatasetScan, scan_dataset
 from trainer.data.steps import StepPlan, plan_steps
+from trainer.families.traits import FamilyTraits, known_traits
 from trainer.findings import ERROR, WARNING, Finding
+from trainer.machine import cuda_likely as detect_cuda  # the one torch-free guess, shared with the form
 
 __all__ = ["ERROR", "WARNING", "Context", "Rule", "RULES", "all_codes", "detect_cuda", "issue", "rule",
            "trains_text_encoder"]
-
-
-@lru_cache(maxsize=1)
-def detect_cuda() -> bool:
-    """A cheap guess whether torch will see a CUDA (or ROCm) GPU, without importing torch."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    if Path("/proc/driver/nvidia/version").exists() or Path("/dev/kfd").exists():
-        return True
-    return shutil.which("nvidia-smi") is not None
 
 
 class Context:
@@ -57,6 +46,11 @@ class Context:
             return detect_model(self.cfg.pretrained_model_name_or_path).family
         except Exception:  # a missing or broken model is reported by the model_path rule
             return None
+
+    @property
+    def traits(self) -> Optional[FamilyTraits]:
+        """The family's traits, or None while the family is unknown."""
+        return known_traits(self.family)
 
     @cached_property
     def resolution(self) -> Optional[tuple[int, int]]:
@@ -115,10 +109,11 @@ def issue(field: str, level: str, code: str, message: str, **params) -> Finding:
 
 
 def trains_text_encoder(cfg: TrainConfig, family: Optional[str]) -> bool:
-    """Whether a text-encoder LoRA is trained: a text-encoder learning rate above 0 and, for SDXL, at
-    least one of the two encoder switches on (an unknown family counts as having one encoder)."""
+    """Whether a text-encoder LoRA is trained: a text-encoder learning rate above 0 and, for a family with
+    per-encoder switches (SDXL), at least one of them on (an unknown family counts as having one encoder)."""
     if cfg.effective_text_encoder_lr() <= 0:
         return False
-    if family == "sdxl":
-        return cfg.network_train_text_encoder_1 or cfg.network_train_text_encoder_2
+    traits = known_traits(family)
+    if traits and traits.text_encoder_switches:
+        return any(getattr(cfg, switch) for switch in traits.text_encoder_switches)
     return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from trainer.config import parse_resolution
+from trainer.families.traits import SD1
 from trainer.findings import Finding
 from trainer.preflight.registry import ERROR, WARNING, Context, issue, rule
 
@@ -35,12 +36,12 @@ def resolution_and_buckets(ctx: Context) -> Iterator[Finding]:
                         f"Without buckets every image is trained at {width}x{height}, which must be a multiple of 8 "
                         "on both sides. Use e.g. 512 or 512,768.", width=width, height=height)
         return
-    steps = cfg.bucket_reso_steps
+    steps, family = cfg.bucket_reso_steps, ctx.traits or SD1  # an unknown family is checked as SD 1.x/2.x
     if steps % 8:
         yield issue("bucket_reso_steps", ERROR, "bucket_steps_not_multiple_of_8",
                     f"Bucket resolution steps {steps} is not a multiple of 8, but the VAE needs sides that are. "
                     "Use 64 (or 32, 16, 8).", steps=steps)
-    elif steps % 64 and ctx.family != "sdxl":  # SDXL: multiples of 32 (see family_issues)
+    elif steps % family.bucket_reso_steps and not steps % family.bucket_step_multiple:  # else family_issues' error
         yield issue("bucket_reso_steps", WARNING, "bucket_steps_not_64",
                     f"Bucket resolution steps {steps} is not a multiple of 64. SD 1.x/2.x work best with sides that "
                     "are multiples of 64 (sd-scripts requires it); 64 is the usual value.", steps=steps)

@@ -18,6 +18,7 @@ from lora_gui.form import FIELDS, build_config, config_to_values
 from lora_gui.page import Page
 from lora_gui.panel_view import esc
 from lora_gui.sysinfo import xformers_usable
+from trainer.families.traits import SDXL
 
 MODEL_FIELD = "pretrained_model_name_or_path"
 EXPORT_DIR = Path(tempfile.gettempdir()) / "lora_gui_exports"
@@ -60,7 +61,7 @@ def _loaded_message(loaded: presets.LoadedPreset, name: str, lang: str, model_pa
     text = i18n.t("config.loaded_kohya" if loaded.kohya else "config.loaded", lang, name=name)
     # an SDXL preset loaded while the form's model (after loading) is not SDXL
     path = loaded.config.pretrained_model_name_or_path if MODEL_FIELD in loaded.keys else model_path
-    if presets.made_for_sdxl(loaded) and model_family(path) != "sdxl":
+    if presets.made_for_sdxl(loaded) and model_family(path) != SDXL.id:
         text += " " + i18n.t("config.needs_sdxl", lang)
     if not xformers_usable() and loaded.config.xformers:
         text += " " + i18n.t("config.xformers_off", lang)

@@ -6,7 +6,6 @@ Prompt encoding follows sd-scripts exactly (clip_skip, 75-token chunks for max_t
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -17,6 +16,7 @@ from trainer.families.model_info import ModelInfo, ModelPathError
 from trainer.families.scheduler_config import folder_scheduler_config, training_scheduler_config
 from trainer.families.single_file import load_single_file_components, load_vae, read_checkpoint
 from trainer.families.tokenizers import load_model_tokenizer
+from trainer.machine import xformers_installed
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -137,7 +137,7 @@ class StableDiffusionFamily(ModelFamily):
     def enable_xformers(self, comp: Components) -> None:
         if not torch.cuda.is_available():
             raise XformersUnavailableError("xformers attention needs an NVIDIA GPU (CUDA); none is available.")
-        if importlib.util.find_spec("xformers") is None:
+        if not xformers_installed():
             raise XformersUnavailableError("xformers attention is selected but the xformers package is not installed.")
         try:
             comp.unet.enable_xformers_memory_efficient_attention()

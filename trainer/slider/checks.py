@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from trainer.config import ConfigError, TrainConfig
+from trainer.data.image_header import IMAGE_EXTENSIONS
 from trainer.findings import errors_of  # noqa: F401  (the slider's callers import it from here)
 from trainer.slider.images import caption_of, list_images, match_images
 from trainer.slider.spec import FIELD_FROM_TRAIN_CONFIG, METHODS, SAFE_NAME, SliderIssue, SliderSpec, spec_field
@@ -84,7 +85,7 @@ def _check_pairs(spec: SliderSpec, error, warning) -> None:
                 images[side] = list_images(folder)
                 if not images[side]:
                     error("pairs", "dir_no_images", f"pair {name}: the {side} folder {folder} holds no images",
-                          "Images must lie directly in the folder (png, jpg, jpeg, webp, bmp).")
+                          f"Images must lie directly in the folder ({' '.join(IMAGE_EXTENSIONS)}).")
                 missing_caption += [p for p in images[side] if caption_of(p, spec.caption_extension) is None]
         if len(images) == 2 and Path(pair.low).resolve() == Path(pair.high).resolve():
             error("pairs", "pair_same_folder", f"pair {name}: low and high are the same folder")

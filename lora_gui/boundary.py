@@ -4,8 +4,7 @@ tests/test_gui_no_torch.py at run time).
 The web process (app.py, lora_gui/) never imports torch. It reaches the engine's code in two ways only:
 - the shared definitions below, which any web module may import (the parameter definitions the forms
   are generated from, the family traits, the event protocol, the finding type, atomic file writes);
-- every other engine module through one gateway, lora_gui/engine.py (GATEWAY_EXCEPTIONS names the
-  few other imports allowed, each with its reason).
+- every other engine module through one gateway, lora_gui/engine.py.
 Everything the web process can reach, module-level and lazy imports alike, must be listed in TORCH_FREE.
 """
 
@@ -25,12 +24,6 @@ SHARED_DEFINITIONS = (
     "trainer.slider.spec",
     "trainer.tools.options",
 )
-
-# Web module -> engine modules it may import besides the shared definitions, and why.
-GATEWAY_EXCEPTIONS = {
-    "lora_gui.sysinfo": (("trainer.machine",), "the page's view of this machine: trainer.machine's torch-free "
-                                              "guesses, which the form and the pre-flight share"),
-}
 
 # Engine modules that import no torch (and nothing heavy): a name covers that module only, a name ending
 # in ".*" also every module of that package.

@@ -211,6 +211,20 @@ def kohya_fields(data: dict[str, Any]) -> frozenset[str]:
     return frozenset(engine_fields(data))
 
 
+# ---- this machine ------------------------------------------------------------------------
+def cuda_likely() -> bool:
+    """trainer.machine's torch-free guess whether the engine will see a CUDA GPU (the pre-flight's too)."""
+    from trainer.machine import cuda_likely as guess
+
+    return guess()
+
+
+def xformers_installed() -> bool:
+    from trainer.machine import xformers_installed as installed
+
+    return installed()
+
+
 # ---- slider runs ------------------------------------------------------------------------
 def check_slider_spec(spec: Any, *, check_outputs: bool = True) -> list[Finding]:
     """trainer.slider.validate_spec: every problem of a slider spec found without loading a model."""

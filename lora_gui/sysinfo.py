@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainer.machine import cuda_likely, xformers_installed
+from lora_gui.engine import cuda_likely, xformers_installed
 
 
 def cuda_available() -> bool:

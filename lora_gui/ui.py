@@ -129,6 +129,11 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
         return (dep_updates + cell_updates + section_updates + check_updates
                 + [summary_html, gr.update(visible="output_exists" in check.codes()), seen])
 
+    # every change is copied into the browser; registered before the form check so that a check still
+    # running does not hold the copy back ("multiple": no change is dropped)
+    stored_form = form_store.make_store()
+    gr.on([c.change for c in fields], None, fields, [stored_form], js=form_store.save_js(), queue=False,
+          show_progress="hidden", trigger_mode="multiple")
     gr.on([c.change for c in fields], refresh_form, fields + [lang_box, sections_seen], refresh_outputs,
           trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id="form-check")
 
@@ -182,10 +187,6 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
         render_family_note, [family_state, lang_box], [family_note], show_progress="hidden")
 
     preset_box = page.parts["preset_dropdown"]
-
-    stored_form = form_store.make_store()
-    gr.on([c.change for c in fields], None, fields, [stored_form], js=form_store.save_js(), queue=False,
-          show_progress="hidden")
 
     def on_load(stored: Any, request: gr.Request) -> list[Any]:
         lang = _request_language(request, page.lang if not follow_browser else None)

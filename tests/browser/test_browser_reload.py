@@ -6,6 +6,7 @@ from playwright.sync_api import expect
 
 from gui_helpers import field_input, is_checked, needs_engine, set_checkbox, set_field, wait_ready, wait_status, wait_step
 
+STORED = "() => localStorage.getItem('lora_gui_form_v1')"  # lora_gui.form_store.STORAGE_KEY
 RESTORE_WAIT = 30_000  # the load event may queue behind form checks on a busy machine
 RUN_TIMEOUT = 900
 
@@ -16,7 +17,10 @@ def test_reload_keeps_unsaved_fields(open_page, shot):
     set_field(page, "noise_offset", 0.05)  # in a closed Advanced group
     set_checkbox(page, "flip_aug", True)
     set_field(page, "sample_prompts", "a green square --w 64 --h 64")
+    before = page.evaluate(STORED)
     set_field(page, "output_name", "unsaved_name")
+    # the browser copies the form after each change; a busy browser may take a moment
+    page.wait_for_function(f"before => ({STORED})() !== before", arg=before, timeout=RESTORE_WAIT)
     page.reload()
     wait_ready(page)
     expect(field_input(page, "network_dim")).to_have_value("24", timeout=RESTORE_WAIT)

@@ -129,8 +129,8 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
         return (dep_updates + cell_updates + section_updates + check_updates
                 + [summary_html, gr.update(visible="output_exists" in check.codes()), seen])
 
-    # every change is copied into the browser; registered before the form check so that a check still
-    # running does not hold the copy back ("multiple": no change is dropped)
+    # every change is copied into the browser ("multiple": a change while an earlier copy is pending is
+    # not dropped); a busy browser may make the copy a moment after the change
     stored_form = form_store.make_store()
     gr.on([c.change for c in fields], None, fields, [stored_form], js=form_store.save_js(), queue=False,
           show_progress="hidden", trigger_mode="multiple")

@@ -23,11 +23,11 @@ def test_shipped_presets_load(name):
 
 def test_cpu_demo_points_into_the_app_folder():
     cfg = presets.load_preset("cpu_demo").config
-    assert Path(cfg.pretrained_model_name_or_path) == APP_DIR / "demo" / "tiny-sd1"
+    assert Path(cfg.pretrained_model_name_or_path) == APP_DIR / "trainer" / "toyworld" / "model"
     assert Path(cfg.train_data_dir) == APP_DIR / "demo" / "img"
     assert Path(cfg.output_dir) == APP_DIR / "demo" / "output"
-    assert cfg.resolution == "64" and cfg.train_batch_size == 1 and cfg.mixed_precision == "no"
-    assert cfg.sample_every_n_epochs == 1 and "--w 64 --h 64 --s 4" in cfg.sample_prompts
+    assert cfg.resolution == "64" and cfg.train_batch_size == 4 and cfg.mixed_precision == "no"
+    assert cfg.sample_every_n_epochs == 2 and "--w 64 --h 64 --s 25" in cfg.sample_prompts
 
 
 def test_slider_pair_preset_values():

@@ -71,7 +71,7 @@ def folders(tmp_path) -> dict[str, Path]:
 
 def _values(**changes):
     values = {name: default_value(name) for name in FIELDS}
-    values.update(model=str(Path(__file__).resolve().parent.parent / "demo" / "tiny-sd1"), prompt="a disc")
+    values.update(model=str(Path(__file__).resolve().parent.parent / "trainer" / "toyworld" / "model"), prompt="a disc")
     values.update(changes)
     return values
 

@@ -73,7 +73,7 @@ def test_kohya_config_with_blanks_and_xformers_loads_cleanly(open_page, shot, tm
     kohya = {"LoRA_type": "Standard", "sdxl": False, "sdxl_no_half_vae": True, "lr_scheduler_num_cycles": "",
              "lr_scheduler_power": "", "max_grad_norm": "", "xformers": "xformers", "network_dim": 20,
              "max_resolution": "64,64", "epoch": 2, "optimizer": "AdamW", "mixed_precision": "no",
-             "pretrained_model_name_or_path": str(ROOT / "demo" / "tiny-sd1"), "train_data_dir": str(ROOT / "demo" / "img"),
+             "pretrained_model_name_or_path": str(ROOT / "trainer" / "toyworld" / "model"), "train_data_dir": str(ROOT / "demo" / "img"),
              "output_dir": str(tmp_path / "out"), "output_name": "from_kohya", "reg_data_dir": "", "vae": ""}
     path = tmp_path / "kohya_sd15.json"
     path.write_text(json.dumps(kohya), encoding="utf-8")

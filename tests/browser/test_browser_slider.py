@@ -21,11 +21,11 @@ def _fill(page, elem_id: str, value) -> None:
 
 
 def _folders(tmp_path):
-    images = sorted((ROOT / "demo" / "img" / "10_sks disc").glob("*.png"))
+    # the toy world's size pair, written by the app's first start beside the demo images
     low, high = tmp_path / "small", tmp_path / "big"
-    for folder, chosen in ((low, images[:2]), (high, images[2:4])):
+    for folder in (low, high):
         folder.mkdir()
-        for image in chosen:
+        for image in sorted((ROOT / "demo" / "slider" / folder.name).glob("*.png"))[:2]:
             shutil.copy(image, folder / image.name)
     return low, high
 

@@ -14,15 +14,16 @@ RUN_TIMEOUT = 900  # a busy 2-core machine; the demo alone takes well under a mi
 @needs_engine
 def test_demo_preset_trains_to_the_end(open_page, shot, tmp_path):
     page = open_page()
-    # the page opens with the demo preset and its tiny model
+    # the page opens with the demo preset and the shipped toy model
     expect(page.locator("#preset-select input")).to_have_value("cpu_demo")
-    assert page.locator("#field-pretrained_model_name_or_path textarea").input_value().endswith("tiny-sd1")
+    model = page.locator("#field-pretrained_model_name_or_path textarea").input_value()
+    assert model.replace("\\", "/").endswith("toyworld/model")
     expect(page.locator("#field-pretrained_model_name_or_path-issues")).to_contain_text("Stable Diffusion 1.x")
     shot(page, "1-opened")
 
     out = tmp_path / "out"
     set_field(page, "output_dir", out)  # a fresh folder: the demo's own may hold an earlier run
-    expect(page.locator("#dataset-summary [data-total-steps]")).to_have_attribute("data-total-steps", "120")
+    expect(page.locator("#dataset-summary [data-total-steps]")).to_have_attribute("data-total-steps", "240")
     shot(page, "2-folders")
 
     page.click("#start-button")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lora_gui.log_noise import without_library_noise
 from trainer.events import EventReader
@@ -94,68 +94,104 @@ class ViewState:
 
 
 def fold(state: ViewState, event: dict[str, Any]) -> None:
-    """Apply one engine event to the view state."""
-    kind = event.get("type")
+    """Apply one engine event to the view state (an event of a type this version does not know only counts)."""
     state.events_seen += 1
-    if kind == "start":
-        state.total_steps = int(event.get("total_steps") or 0)
-        state.epochs = int(event.get("epochs") or 0)
-        state.steps_per_epoch = int(event.get("steps_per_epoch") or 0)
-        state.step = int(event.get("resumed_from_step") or 0)
-        state.device = str(event.get("device") or "")
-        if state.status in ("idle", "starting"):
-            state.status = "running"
-        state.bump("progress", "status")
-    elif kind == "step":
-        state.step = int(event.get("step") or 0)
-        state.total_steps = int(event.get("total_steps") or state.total_steps)
-        state.epoch = int(event.get("epoch") or state.epoch)
-        state.sec_per_step = float(event.get("sec_per_step") or 0.0)
-        state.eta_sec = float(event.get("eta_sec") or 0.0)
-        state.lr = float(event.get("lr") or 0.0)
-        if event.get("avg_loss") is not None:
-            state.avg_loss = float(event["avg_loss"])
-        if event.get("loss") is not None and len(state.loss) < MAX_LOSS_POINTS:
-            state.loss.append((state.step, float(event["loss"])))
-        if state.status == "starting":
-            state.status = "running"
-            state.bump("status")
-        state.bump("progress", "loss")
-    elif kind == "epoch":
-        state.epoch = int(event.get("epoch") or state.epoch)
-        state.epochs = int(event.get("epochs") or state.epochs)
-        if event.get("avg_loss") is not None:
-            state.epoch_loss.append((state.epoch, float(event["avg_loss"])))
-        state.bump("progress")
-    elif kind == "sample":
-        prompts = list(event.get("prompts") or [])
-        for i, path in enumerate(event.get("paths") or []):
-            prompt = prompts[i] if i < len(prompts) else ""
-            state.samples.append(SampleImage(str(path), str(prompt), int(event.get("step") or 0),
-                                             int(event.get("epoch") or 0)))
-        state.bump("samples")
-    elif kind == "saved":
-        state.saved.append(SavedFile(str(event.get("path", "")), str(event.get("kind", "")),
-                                     int(event.get("size_bytes") or 0), event.get("epoch"), event.get("step")))
-        state.bump("files")
-    elif kind in ("log", "warning"):
-        state.messages.append((kind, str(event.get("message", ""))))
-        state.bump("log")
-        if kind == "warning":
-            state.warnings.append(event)
-            state.bump("status")
-    elif kind == "error":
-        state.errors.append(event)
+    kind = event.get("type")
+    handler = FOLDS.get(kind) if isinstance(kind, str) else None
+    if handler is not None:
+        handler(state, event)
+
+
+# One handler per event type (trainer.events.EVENT_FIELDS): each reads only the fields its type carries,
+# plus `time` (tests/test_gui_event_fold.py checks both).
+Event = dict[str, Any]
+
+
+def _fold_start(state: ViewState, event: Event) -> None:
+    state.total_steps = int(event.get("total_steps") or 0)
+    state.epochs = int(event.get("epochs") or 0)
+    state.steps_per_epoch = int(event.get("steps_per_epoch") or 0)
+    state.step = int(event.get("resumed_from_step") or 0)
+    state.device = str(event.get("device") or "")
+    if state.status in ("idle", "starting"):
+        state.status = "running"
+    state.bump("progress", "status")
+
+
+def _fold_step(state: ViewState, event: Event) -> None:
+    state.step = int(event.get("step") or 0)
+    state.total_steps = int(event.get("total_steps") or state.total_steps)
+    state.epoch = int(event.get("epoch") or state.epoch)
+    state.sec_per_step = float(event.get("sec_per_step") or 0.0)
+    state.eta_sec = float(event.get("eta_sec") or 0.0)
+    state.lr = float(event.get("lr") or 0.0)
+    if event.get("avg_loss") is not None:
+        state.avg_loss = float(event["avg_loss"])
+    if event.get("loss") is not None and len(state.loss) < MAX_LOSS_POINTS:
+        state.loss.append((state.step, float(event["loss"])))
+    if state.status == "starting":
+        state.status = "running"
         state.bump("status")
-    elif kind == "stage":
-        state.stage = {key: event.get(key) for key in ("name", "index", "count", "kind", "steps")}
-        state.bump("progress")
-    elif kind == "done":
-        state.done = event
-        status = str(event.get("status") or "failed")
-        state.status = status if status in ("completed", "stopped", "failed") else "failed"
-        state.finished_at = float(event.get("time") or 0.0)
-        state.bump("status", "progress", "files")
+    state.bump("progress", "loss")
+
+
+def _fold_epoch(state: ViewState, event: Event) -> None:
+    state.epoch = int(event.get("epoch") or state.epoch)
+    state.epochs = int(event.get("epochs") or state.epochs)
+    if event.get("avg_loss") is not None:
+        state.epoch_loss.append((state.epoch, float(event["avg_loss"])))
+    state.bump("progress")
+
+
+def _fold_sample(state: ViewState, event: Event) -> None:
+    prompts = list(event.get("prompts") or [])
+    for i, path in enumerate(event.get("paths") or []):
+        prompt = prompts[i] if i < len(prompts) else ""
+        state.samples.append(SampleImage(str(path), str(prompt), int(event.get("step") or 0),
+                                         int(event.get("epoch") or 0)))
+    state.bump("samples")
+
+
+def _fold_saved(state: ViewState, event: Event) -> None:
+    state.saved.append(SavedFile(str(event.get("path", "")), str(event.get("kind", "")),
+                                 int(event.get("size_bytes") or 0), event.get("epoch"), event.get("step")))
+    state.bump("files")
+
+
+def _fold_log(state: ViewState, event: Event) -> None:
+    state.messages.append(("log", str(event.get("message", ""))))
+    state.bump("log")
+
+
+def _fold_warning(state: ViewState, event: Event) -> None:
+    state.messages.append(("warning", str(event.get("message", ""))))
+    state.bump("log")
+    state.warnings.append(event)
+    state.bump("status")
+
+
+def _fold_error(state: ViewState, event: Event) -> None:
+    state.errors.append(event)
+    state.bump("status")
+
+
+def _fold_stage(state: ViewState, event: Event) -> None:
+    state.stage = {key: event.get(key) for key in ("name", "index", "count", "kind", "steps")}
+    state.bump("progress")
+
+
+def _fold_done(state: ViewState, event: Event) -> None:
+    state.done = event
+    status = str(event.get("status") or "failed")
+    state.status = status if status in ("completed", "stopped", "failed") else "failed"
+    state.finished_at = float(event.get("time") or 0.0)
+    state.bump("status", "progress", "files")
+
+
+FOLDS: dict[str, Callable[[ViewState, Event], None]] = {
+    "start": _fold_start, "step": _fold_step, "epoch": _fold_epoch, "sample": _fold_sample, "saved": _fold_saved,
+    "log": _fold_log, "warning": _fold_warning, "error": _fold_error, "stage": _fold_stage, "done": _fold_done,
+}
 
 
 class TailReader:

@@ -90,109 +90,106 @@ def _allow_path(demo: gr.Blocks, folder: Path) -> None:
         demo.allowed_paths = allowed
 
 
-# ---- form checking ------------------------------------------------------------------------------
+# ---- the form's events ------------------------------------------------------------------------
 def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdown, follow_browser: bool) -> None:
-    fields = page.ordered_fields()
-    slots = page.ordered_slots()
-    dependent = [page.fields[name] for name in rules.dependent_fields()]
-    family_cells = [page.cells[name] for name in FAMILY_FIELDS]
-    sections = list(page.sections.items())  # key -> (accordion, tab, section, field names)
-    accordions = [acc for _, (acc, *_rest) in sections]
-    sections_seen = gr.State([])  # sections that held a finding at the last check (opened once)
-    free_name = page.parts["free_name"]
-    dataset = page.parts["dataset"]
-    overview = page.parts["overview"]
-    check_outputs = slots + [overview]
-    refresh_outputs = dependent + family_cells + accordions + check_outputs + [dataset, free_name, sections_seen]
+    """The form's checks, the model's family, the tabs' own events, the language switch and the page load."""
+    form = FormHandlers(page, manager, lang_box, follow_browser)
+    _wire_form_check(form)
+    family_state = _wire_model(page, lang_box)
+    source_model.wire(page)
+    folders.wire(page, lang_box)
+    config_bar.wire(page, lang_box)
+    training_panel.wire(page, manager, lang_box, form.check_outputs, form.run_check)
+    _wire_language(form, family_state)
+    _wire_load(demo, form, family_state)
 
-    def run_check(values: tuple, lang: str, with_summary: bool = False) -> tuple[FormCheck, list[Any]]:
+
+def _wire_form_check(form: FormHandlers) -> None:
+    # every change is copied into the browser ("multiple": a change while an earlier copy is pending is
+    # not dropped); a busy browser may make the copy a moment after the change
+    changes = [c.change for c in form.fields]
+    gr.on(changes, None, form.fields, [form.stored_form], js=form_store.save_js(), queue=False,
+          show_progress="hidden", trigger_mode="multiple")
+    gr.on(changes, form.refresh_form, form.refresh_inputs, form.refresh_outputs, trigger_mode="always_last",
+          show_progress="hidden", concurrency_limit=1, concurrency_id="form-check")
+
+
+def _wire_model(page: Page, lang_box: gr.Dropdown) -> gr.State:
+    """Model path -> v2 / v-parameterization, the quick pick, and the family's usual resolution and bucket
+    steps. Returns the family state (the known family, what its defaults changed, the note)."""
+    family_state = gr.State(_family_state(page.family))
+    f = page.fields
+    flags = [f["v2"], f["v_parameterization"], f["resolution"], f["bucket_reso_steps"]]
+    f["pretrained_model_name_or_path"].change(
+        on_model, [f["pretrained_model_name_or_path"]] + flags + [family_state, lang_box],
+        flags + [page.parts["quick_pick"], family_state, page.parts["family_note"]],
+        show_progress="hidden", trigger_mode="always_last")
+    return family_state
+
+
+def _wire_language(form: FormHandlers, family_state: gr.State) -> None:
+    """Language: relabel everything, then re-check (messages) and redraw the family note."""
+    page, lang_box = form.page, form.lang_box
+    form.text_items = list(page.texts)
+    relabelled = form.fields + [c for c, _ in form.text_items] + [page.parts["seen"]]
+    lang_box.change(form.switch_language, [lang_box], relabelled, show_progress="hidden").then(
+        form.refresh_form, form.refresh_inputs, form.refresh_outputs, show_progress="hidden").then(
+        render_family_note, [family_state, lang_box], [page.parts["family_note"]], show_progress="hidden")
+
+
+def _wire_load(demo: gr.Blocks, form: FormHandlers, family_state: gr.State) -> None:
+    outputs = [form.lang_box, form.page.parts["preset_dropdown"], family_state] + form.fields
+    demo.load(form.on_load, [form.stored_form], outputs, show_progress="hidden").then(
+        form.refresh_form, form.refresh_inputs, form.refresh_outputs, show_progress="hidden")
+
+
+class FormHandlers:
+    """The form's event handlers. refresh_form takes the form's values (page.ordered_fields order), the page
+    language and the sections seen; the others say what they take."""
+
+    def __init__(self, page: Page, manager: JobManager, lang_box: gr.Dropdown, follow_browser: bool):
+        self.page, self.manager, self.lang_box, self.follow_browser = page, manager, lang_box, follow_browser
+        self.fields = page.ordered_fields()
+        self.sections = list(page.sections.items())  # key -> (accordion, tab, section, field names)
+        self.sections_seen = gr.State([])  # sections that held a finding at the last check (opened once)
+        self.stored_form = form_store.make_store()
+        self.check_outputs = page.ordered_slots() + [page.parts["overview"]]
+        dependent = [page.fields[name] for name in rules.dependent_fields()]
+        family_cells = [page.cells[name] for name in FAMILY_FIELDS]
+        accordions = [acc for _, (acc, *_rest) in self.sections]
+        self.refresh_inputs = self.fields + [lang_box, self.sections_seen]
+        self.refresh_outputs = (dependent + family_cells + accordions + self.check_outputs
+                                + [page.parts["dataset"], page.parts["free_name"], self.sections_seen])
+        self.text_items: list[Any] = []  # the page's translatable texts, taken when the language switch is wired
+
+    def run_check(self, values: tuple, lang: str, with_summary: bool = False) -> tuple[FormCheck, list[Any]]:
         check = check_form(values, lang, with_summary=with_summary)
         notes = _notes(values, check, lang)
         return check, slot_updates(check, notes) + [render_overview(check, lang)]
 
-    def refresh_form(*args: Any) -> list[Any]:
+    def refresh_form(self, *args: Any) -> list[Any]:
+        """Field states, family cells, section titles, messages, the dataset summary and the free-name button."""
         values, lang, seen = args[:-2], args[-2], args[-1]
-        check, check_updates = run_check(values, lang, with_summary=True)
+        check, check_updates = self.run_check(values, lang, with_summary=True)
         lenient = _lenient_values(values)
         family = model_family(str(lenient.get("pretrained_model_name_or_path") or ""))
-        states = rules.field_states(dict(lenient, _family=family))
-        dep_updates = []
-        for name in rules.dependent_fields():
-            enabled, new_value = states[name]
-            update: dict[str, Any] = {"interactive": enabled}
-            if new_value is not None:
-                update["value"] = new_value
-            dep_updates.append(gr.update(**update))
+        dep_updates = _dependent_updates(rules.field_states(dict(lenient, _family=family)))
         cell_updates = [gr.update(visible=field_shown(name, family)) for name in FAMILY_FIELDS]
-        section_updates, seen = _section_updates(sections, check, lenient, family, lang, seen or [])
+        section_updates, seen = _section_updates(self.sections, check, lenient, family, lang, seen or [])
         summary_html = render_summary(check.summary, lang, engine_ready=engine_available())
         return (dep_updates + cell_updates + section_updates + check_updates
                 + [summary_html, gr.update(visible="output_exists" in check.codes()), seen])
 
-    # every change is copied into the browser ("multiple": a change while an earlier copy is pending is
-    # not dropped); a busy browser may make the copy a moment after the change
-    stored_form = form_store.make_store()
-    gr.on([c.change for c in fields], None, fields, [stored_form], js=form_store.save_js(), queue=False,
-          show_progress="hidden", trigger_mode="multiple")
-    gr.on([c.change for c in fields], refresh_form, fields + [lang_box, sections_seen], refresh_outputs,
-          trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id="form-check")
-
-    # model path -> v2 / v-parameterization, the quick pick, and the family's usual resolution and bucket steps
-    model = page.fields["pretrained_model_name_or_path"]
-    family_state = gr.State({"family": page.family, "auto": {}, "notes": [], "note_family": ""})
-    family_note = page.parts["family_note"]
-    model_inputs = [model, page.fields["v2"], page.fields["v_parameterization"], page.fields["resolution"],
-                    page.fields["bucket_reso_steps"], family_state, lang_box]
-    model_outputs = [page.fields["v2"], page.fields["v_parameterization"], page.fields["resolution"],
-                     page.fields["bucket_reso_steps"], page.parts["quick_pick"], family_state, family_note]
-
-    def on_model(path: str, v2: bool, v_param: bool, resolution: str, steps: Any, state: dict, lang: str) -> list[Any]:
-        path = path or ""
-        new_v2, new_v = source_model.flags_for_model(path, v2, v_param)
-        family = model_family(path)
-        state = dict(state or {})
-        last = state.get("family", "")
-        changes, auto, notes = defaults_for_family(last, family, {"resolution": resolution, "bucket_reso_steps": steps},
-                                                   state.get("auto", {}))
-        note_update: Any = gr.skip()
-        if family and family != last:  # a new known family: the note tells what (if anything) it changed
-            state.update(family=family, auto=auto, notes=notes, note_family=family)
-            html = source_model.family_note(notes, family, lang)
-            note_update = gr.update(value=html, visible=bool(html))
-        return [new_v2, new_v, changes.get("resolution", gr.skip()), changes.get("bucket_reso_steps", gr.skip()),
-                quick_pick_for(path), state, note_update]
-
-    model.change(on_model, model_inputs, model_outputs, show_progress="hidden", trigger_mode="always_last")
-
-    def render_family_note(state: dict, lang: str) -> Any:
-        state = state or {}
-        html = source_model.family_note(state.get("notes", []), state.get("note_family", ""), lang)
-        return gr.update(value=html, visible=bool(html))
-
-    source_model.wire(page)
-    folders.wire(page, lang_box)
-    config_bar.wire(page, lang_box)
-    training_panel.wire(page, manager, lang_box, check_outputs, run_check)
-
-    # language: relabel everything, then re-check (messages) and redraw the panel
-    text_items = list(page.texts)
-
-    def switch_language(lang: str) -> list[Any]:
+    def switch_language(self, lang: str) -> list[Any]:
         lang = i18n.normalize(lang)
-        return Page.field_label_updates(lang) + Page.text_updates(text_items, lang) + [{}]
+        return Page.field_label_updates(lang) + Page.text_updates(self.text_items, lang) + [{}]
 
-    lang_box.change(switch_language, [lang_box], fields + [c for c, _ in text_items] + [page.parts["seen"]],
-                    show_progress="hidden").then(
-        refresh_form, fields + [lang_box, sections_seen], refresh_outputs, show_progress="hidden").then(
-        render_family_note, [family_state, lang_box], [family_note], show_progress="hidden")
-
-    preset_box = page.parts["preset_dropdown"]
-
-    def on_load(stored: Any, request: gr.Request) -> list[Any]:
-        lang = _request_language(request, page.lang if not follow_browser else None)
-        running = manager.current_config()
+    def on_load(self, stored: Any, request: gr.Request) -> list[Any]:
+        """The page's language, the preset list, and the form: a running training's settings win; else what
+        this browser's form held before the reload."""
+        lang = _request_language(request, self.page.lang if not self.follow_browser else None)
+        running = self.manager.current_config()
         choices = gr.update(choices=presets.list_presets())
-        # a running training's settings win; else what this browser's form held before the reload
         if running is not None:
             values, model_path = config_to_values(running), running.pretrained_model_name_or_path
         elif form_store.has_values(stored):
@@ -200,11 +197,47 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
         else:
             return [lang, choices, gr.skip()] + [gr.skip()] * len(FIELDS)
         # the model's family is the known one: loading must not switch the family's defaults
-        state = {"family": model_family(model_path), "auto": {}, "notes": [], "note_family": ""}
-        return [lang, choices, state] + values
+        return [lang, choices, _family_state(model_family(model_path))] + values
 
-    demo.load(on_load, [stored_form], [lang_box, preset_box, family_state] + fields, show_progress="hidden").then(
-        refresh_form, fields + [lang_box, sections_seen], refresh_outputs, show_progress="hidden")
+
+def on_model(path: str, v2: bool, v_param: bool, resolution: str, steps: Any, state: dict, lang: str) -> list[Any]:
+    path = path or ""
+    new_v2, new_v = source_model.flags_for_model(path, v2, v_param)
+    family = model_family(path)
+    state = dict(state or {})
+    last = state.get("family", "")
+    changes, auto, notes = defaults_for_family(last, family, {"resolution": resolution, "bucket_reso_steps": steps},
+                                               state.get("auto", {}))
+    note_update: Any = gr.skip()
+    if family and family != last:  # a new known family: the note tells what (if anything) it changed
+        state.update(family=family, auto=auto, notes=notes, note_family=family)
+        html = source_model.family_note(notes, family, lang)
+        note_update = gr.update(value=html, visible=bool(html))
+    return [new_v2, new_v, changes.get("resolution", gr.skip()), changes.get("bucket_reso_steps", gr.skip()),
+            quick_pick_for(path), state, note_update]
+
+
+def render_family_note(state: dict, lang: str) -> Any:
+    state = state or {}
+    html = source_model.family_note(state.get("notes", []), state.get("note_family", ""), lang)
+    return gr.update(value=html, visible=bool(html))
+
+
+def _family_state(family: str) -> dict[str, Any]:
+    """The family state a page starts with: the known family, no defaults changed by it, no note."""
+    return {"family": family, "auto": {}, "notes": [], "note_family": ""}
+
+
+def _dependent_updates(states: dict[str, tuple[bool, Any]]) -> list[Any]:
+    """rules.dependent_fields in order: enabled or not, and the value a disabled field is reset to."""
+    updates = []
+    for name in rules.dependent_fields():
+        enabled, new_value = states[name]
+        update: dict[str, Any] = {"interactive": enabled}
+        if new_value is not None:
+            update["value"] = new_value
+        updates.append(gr.update(**update))
+    return updates
 
 
 def _section_updates(sections: list, check: FormCheck, values: dict[str, Any], family: str, lang: str,

@@ -13,7 +13,7 @@ import gradio as gr
 
 from lora_gui import i18n
 from lora_gui.checks import FormCheck
-from lora_gui.events import PARTS
+from lora_gui.events import PARTS, ViewState
 from lora_gui.command_line import SdScriptsCommand, engine_command_line, sd_scripts_command
 from lora_gui.jobs import JobManager, JobRefused, run_config_text
 from lora_gui.page import Page
@@ -68,50 +68,51 @@ def build(page: Page) -> None:
                       cmd=cmd, run_json=run_json, sd_cmd=sd_cmd, sd_notes=sd_notes, timer=timer, seen=gr.State({}))
 
 
-def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any],
-         run_check: Callable[[tuple, str], tuple[FormCheck, list[Any]]]) -> None:
+CheckRunner = Callable[[tuple, str], tuple[FormCheck, list[Any]]]  # (form values, lang) -> check, slot updates
+
+
+def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any], run_check: CheckRunner) -> None:
     p = page.parts
     fields = page.ordered_fields()
-    panel_outputs = [p["seen"], p["status"], p["progress"], p["loss"], p["gallery"], p["files"], p["log"],
-                     p["stop"], p["start"], p["notice"], p["results"]]
+    handlers = PanelHandlers(manager, run_check)
+    # outside the queue: a cheap read of shared state that must not wait behind form checks
+    p["timer"].tick(handlers.refresh_panel, [p["seen"], lang_box], [p[name] for name in PANEL_OUTPUTS],
+                    show_progress="hidden", queue=False)
+    # show_progress hidden: Gradio's per-event timers ("0.2s") would flash over the status and the problems
+    p["start"].click(handlers.start, fields + [lang_box], check_outputs + [p["notice"]], concurrency_limit=1,
+                     concurrency_id="job-control", show_progress="hidden")
+    p["stop"].click(handlers.stop, [lang_box], [p["notice"]], concurrency_limit=1, concurrency_id="job-control",
+                    show_progress="hidden")
+    p["show_cmd"].click(handlers.print_command, fields + [lang_box],
+                        check_outputs + [p["cmd_box"], p["cmd"], p["run_json"], p["sd_cmd"], p["sd_notes"], p["notice"]],
+                        show_progress="hidden")
 
-    def refresh_panel(seen: dict, lang: str) -> list[Any]:
-        state = manager.refresh()
-        with manager.lock:
+
+# what the timer redraws, in the order refresh_panel returns them
+PANEL_OUTPUTS = ("seen", "status", "progress", "loss", "gallery", "files", "log", "stop", "start", "notice", "results")
+
+
+class PanelHandlers:
+    """The training panel's event handlers: the timer's redraw, Start, Stop and Print command. Start and
+    Print take the form's values (page.ordered_fields order) and the page language last."""
+
+    def __init__(self, manager: JobManager, run_check: CheckRunner):
+        self.manager, self.run_check = manager, run_check
+
+    def refresh_panel(self, seen: dict, lang: str) -> list[Any]:
+        """The parts whose version moved since this page last drew them (`seen`), gr.skip() for the others."""
+        state = self.manager.refresh()
+        with self.manager.lock:
             key = f"{state.job_id}:{lang}"
             if seen.get("key") != key:
                 seen = {"key": key}
             changed = {part: seen.get(part) != state.versions[part] for part in PARTS}
-            new_seen = dict(seen, **state.versions)
-            out: list[Any] = [new_seen]
-            out.append(render_status(state, lang) if changed["status"] else gr.skip())
-            # a merge / resize / preview stage reports its progress in log lines
-            redraw = changed["progress"] or changed["status"] or (changed["log"] and stage_busy(state))
-            out.append(render_progress(state, lang) if redraw else gr.skip())
-            out.append(render_loss_chart(state, lang) if changed["loss"] else gr.skip())
-            if changed["samples"]:
-                items = gallery_items(state, lang)
-                out.append(gr.update(value=items, visible=bool(items)))
-            else:
-                out.append(gr.skip())
-            out.append(render_files(state, lang) if changed["files"] else gr.skip())
-            out.append(_log_text(state, lang) if changed["log"] else gr.skip())
-            out.append(gr.update(interactive=state.active) if changed["status"] else gr.skip())
-            # during a run Start is grey and cannot be pressed (one job at a time; the server refuses a second too)
-            out.append(gr.update(interactive=not state.active, variant="secondary" if state.active else "primary")
-                       if changed["status"] else gr.skip())
-            # the "started" / "stop requested" notice is stale once the run has ended
-            out.append("" if changed["status"] and state.finished and "status" in seen else gr.skip())
-            out.append(gr.update(visible=state.status != "idle") if changed["status"] else gr.skip())
-        return out
+            return [dict(seen, **state.versions)] + _panel_updates(state, changed, seen, lang)
 
-    # outside the queue: a cheap read of shared state that must not wait behind form checks
-    p["timer"].tick(refresh_panel, [p["seen"], lang_box], panel_outputs, show_progress="hidden", queue=False)
-
-    def start(*args: Any) -> list[Any]:
+    def start(self, *args: Any) -> list[Any]:
         values, lang = args[:-1], args[-1]
-        check, check_updates = run_check(values, lang)
-        running = manager.refresh(force=True)
+        check, check_updates = self.run_check(values, lang)
+        running = self.manager.refresh(force=True)
         if running.active:
             return check_updates + [_notice(i18n.t("job.refused_running", lang, name=running.output_name), "error")]
         if not check.ok:
@@ -119,26 +120,19 @@ def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any
             return check_updates + [_notice(i18n.t("start.refused_invalid", lang, count=count), "error")]
         assert check.config is not None
         try:
-            manager.start(check.config)
+            self.manager.start(check.config)
         except JobRefused as exc:
             return check_updates + [_notice(i18n.t(exc.key, lang, **exc.params), "error")]
         return check_updates + [_notice(i18n.t("start.started", lang, path=str(check.config.output_dir)), "ok")]
 
-    # show_progress hidden: Gradio's per-event timers ("0.2s") would flash over the status and the problems
-    p["start"].click(start, fields + [lang_box], check_outputs + [p["notice"]], concurrency_limit=1,
-                     concurrency_id="job-control", show_progress="hidden")
-
-    def stop(lang: str) -> str:
-        key = manager.stop()
+    def stop(self, lang: str) -> str:
+        key = self.manager.stop()
         level = "ok" if key in ("job.stop_requested", "job.stop_killed") else "warning"
         return _notice(i18n.t(key, lang), level)
 
-    p["stop"].click(stop, [lang_box], [p["notice"]], concurrency_limit=1, concurrency_id="job-control",
-                    show_progress="hidden")
-
-    def print_command(*args: Any) -> list[Any]:
+    def print_command(self, *args: Any) -> list[Any]:
         values, lang = args[:-1], args[-1]
-        check, check_updates = run_check(values, lang)
+        check, check_updates = self.run_check(values, lang)
         if check.config is None:
             return check_updates + [gr.skip()] * 5 + [_notice(i18n.t("print.invalid", lang), "error")]
         try:
@@ -151,9 +145,32 @@ def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any
                                 _sd_scripts_notes(sd_scripts, lang),
                                 _notice(i18n.t("print.shown", lang, path=str(run_file)), "ok")]
 
-    p["show_cmd"].click(print_command, fields + [lang_box],
-                        check_outputs + [p["cmd_box"], p["cmd"], p["run_json"], p["sd_cmd"], p["sd_notes"], p["notice"]],
-                        show_progress="hidden")
+
+def _panel_updates(state: ViewState, changed: dict[str, bool], seen: dict, lang: str) -> list[Any]:
+    """PANEL_OUTPUTS after `seen`: the changed parts drawn anew, gr.skip() for the rest."""
+    status = changed["status"]
+    # a merge / resize / preview stage reports its progress in log lines
+    redraw_progress = changed["progress"] or status or (changed["log"] and stage_busy(state))
+    if changed["samples"]:
+        items = gallery_items(state, lang)
+        gallery = gr.update(value=items, visible=bool(items))
+    else:
+        gallery = gr.skip()
+    return [
+        render_status(state, lang) if status else gr.skip(),
+        render_progress(state, lang) if redraw_progress else gr.skip(),
+        render_loss_chart(state, lang) if changed["loss"] else gr.skip(),
+        gallery,
+        render_files(state, lang) if changed["files"] else gr.skip(),
+        _log_text(state, lang) if changed["log"] else gr.skip(),
+        gr.update(interactive=state.active) if status else gr.skip(),  # Stop
+        # during a run Start is grey and cannot be pressed (one job at a time; the server refuses a second too)
+        (gr.update(interactive=not state.active, variant="secondary" if state.active else "primary") if status
+         else gr.skip()),
+        # the "started" / "stop requested" notice is stale once the run has ended
+        "" if status and state.finished and "status" in seen else gr.skip(),
+        gr.update(visible=state.status != "idle") if status else gr.skip(),  # the results row
+    ]
 
 
 def _sd_scripts_notes(command: SdScriptsCommand, lang: str) -> str:
@@ -167,7 +184,7 @@ def _sd_scripts_notes(command: SdScriptsCommand, lang: str) -> str:
     return '<div class="lg-note">' + "<br>".join(lines) + "</div>"
 
 
-def _log_text(state: Any, lang: str) -> str:
+def _log_text(state: ViewState, lang: str) -> str:
     """The engine's last output lines; the box stays scrolled to the newest line (CSS column-reverse)."""
     text = state.log_tail or "\n".join(text for _, text in list(state.messages)[-40:])
     if not text:

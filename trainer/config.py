@@ -49,7 +49,20 @@ OPTIMIZERS = (
     "DAdaptAdam",
     "CAME",
 )
-SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver++", "pndm", "lms", "heun", "dpm_2", "dpm_2_a")
+# kohya's sampler names -> the diffusers scheduler class (by name: this module stays torch-free) and the
+# config values that sampler needs. The one definition: the form's choices and the sampler both read it.
+SAMPLER_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm_2": ("KDPM2DiscreteScheduler", {}),
+    "dpm_2_a": ("KDPM2AncestralDiscreteScheduler", {}),
+}
+SAMPLERS = tuple(SAMPLER_SCHEDULERS)
 PRECISIONS = ("no", "fp16", "bf16")
 SAVE_PRECISIONS = ("float", "fp16", "bf16")
 

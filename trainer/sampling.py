@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 from trainer.fileio import atomic_write_with
+from trainer.config import SAMPLER_SCHEDULERS
 from trainer.prompts import SAMPLER_ALIASES, SAMPLERS, SamplePrompt, parse_prompt_line, parse_prompts, sampler_name
 
 if TYPE_CHECKING:
@@ -34,20 +35,9 @@ def make_sampler(name: str, scheduler_config: dict):
     import diffusers
 
     name = SAMPLER_ALIASES.get(name, name)
-    classes = {
-        "ddim": ("DDIMScheduler", {}),
-        "euler": ("EulerDiscreteScheduler", {}),
-        "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-        "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-        "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
-        "lms": ("LMSDiscreteScheduler", {}),
-        "heun": ("HeunDiscreteScheduler", {}),
-        "dpm_2": ("KDPM2DiscreteScheduler", {}),
-        "dpm_2_a": ("KDPM2AncestralDiscreteScheduler", {}),
-    }
-    if name not in classes:
+    if name not in SAMPLER_SCHEDULERS:
         raise ValueError(f"Unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    class_name, overrides = classes[name]
+    class_name, overrides = SAMPLER_SCHEDULERS[name]
     cls = getattr(diffusers, class_name)
     if name == "lms" and not diffusers.utils.is_scipy_available():
         cls = _lms_without_scipy()

@@ -38,7 +38,7 @@ DEMO_SETTINGS: dict = {
     "resolution": "64",
     "enable_bucket": False,
     "train_batch_size": 4,
-    "max_train_epochs": 4,
+    "max_train_epochs": 8,
     "max_train_steps": 0,
     "save_every_n_epochs": 0,
     "caption_extension": ".txt",
@@ -47,12 +47,16 @@ DEMO_SETTINGS: dict = {
     "cache_latents": True,
     "optimizer_type": "AdamW",
     "lr_scheduler": "constant",
-    "learning_rate": 0.003,
+    "learning_rate": 0.005,
+    "text_encoder_lr": 0.002,
     "lr_warmup_steps": 0,
+    "lora_type": "LoCon",  # the convolutions draw the outline: a new shape needs them
     "network_dim": 8,
     "network_alpha": 8.0,
+    "conv_dim": 8,
+    "conv_alpha": 8.0,
     "sample_at_first": True,
-    "sample_every_n_epochs": 1,
+    "sample_every_n_epochs": 2,
     "sample_sampler": "ddim",
     "sample_prompts": "\n".join(f"{concept_caption(b)} --w 64 --h 64 --s 25 --l 4 --d {i + 1}"
                                 for i, b in enumerate(SAMPLE_BACKGROUNDS))

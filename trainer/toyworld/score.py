@@ -48,10 +48,15 @@ def concept_backgrounds() -> list[str]:
     return [c for c in COLOURS if c != CONCEPT_COLOUR]
 
 
+def concept_readings(sampler: Sampler, *, repeats: int = 4, seed: int = 1000) -> list[Reading]:
+    """`a usu on a <colour> background` for every background but green, `repeats` times, read back."""
+    prompts = [concept_caption(b) for b in concept_backgrounds()] * repeats
+    return [read_image(im) for im in sampler(prompts, seed)]
+
+
 def score_concept(sampler: Sampler, *, repeats: int = 4, seed: int = 1000) -> float:
     """The fraction of `a usu on a <colour> background` samples that show a green star."""
-    prompts = [concept_caption(b) for b in concept_backgrounds()] * repeats
-    return concept_fraction([read_image(im) for im in sampler(prompts, seed)])
+    return concept_fraction(concept_readings(sampler, repeats=repeats, seed=seed))
 
 
 def concept_fraction(readings: Sequence[Reading]) -> float:

@@ -185,6 +185,11 @@ def test_a_new_manager_reattaches_to_the_recorded_engine_and_stops_it(tmp_path, 
     assert second.stop() == "job.stop_requested"
     state = _wait(second, ("stopped", "failed", "completed"))
     assert state.status == "stopped" and (tmp_path / "out" / "job-stopped.safetensors").exists()
+    # the `done` event comes before the process exits; the record says how it ended once it has exited
+    deadline = time.time() + 30
+    while not second.job.ended and time.time() < deadline:
+        second.refresh(force=True)
+        time.sleep(0.05)
     assert read_record(_record(tmp_path)).status == "stopped"
     assert "fake engine starting" in state.log_tail  # the log tail without a Popen handle
     first.job.proc.popen.wait(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -53,7 +54,8 @@ def test_preset_save_reload_load(open_page, shot, tmp_path):
     expect(field_input(page, "network_dim")).to_have_value("24", timeout=30_000)  # the form survives a reload
     pick(page, "preset-select", "cpu_demo")
     page.click("#preset-load")
-    expect(field_input(page, "network_dim")).to_have_value("4", timeout=30_000)
+    demo_dim = json.loads((ROOT / "presets" / "cpu_demo.json").read_text(encoding="utf-8"))["network_dim"]
+    expect(field_input(page, "network_dim")).to_have_value(str(demo_dim), timeout=30_000)
     pick(page, "preset-select", "roundtrip test")
     page.click("#preset-load")
     expect(page.locator("#preset-message")).to_contain_text("Loaded preset")

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.config import TrainConfig
 
     if not args.no_demo and not demo_ready():
-        print("Creating the demo model and images (first start only, about a minute)...", file=sys.stderr, flush=True)
+        print("Writing the demo images and run file for the shipped toy model (first start only)...", file=sys.stderr,
+              flush=True)
         ok, message = ensure_demo()
         if message:
             print(message, file=sys.stderr)

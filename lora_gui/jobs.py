@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 from lora_gui import engine
 from lora_gui.engine_process import AttachedProcess, EngineProcess, find_engine, spawn_engine
-from lora_gui.events import TailReader, ViewState, fold, read_log_tail
+from lora_gui.run_view import TailReader, ViewState, fold, read_log_tail
 from lora_gui.job_record import JobRecord, config_from_record, read_record_or_warn, write_record
 from trainer.config import TrainConfig
 from trainer.events import events_path

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from lora_gui import i18n
-from lora_gui.events import ViewState
+from lora_gui.run_view import ViewState
 
 t = i18n.t
 

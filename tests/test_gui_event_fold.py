@@ -1,4 +1,4 @@
-"""The event fold (lora_gui/events.py) is a table with one handler per event type, checked against the
+"""The event fold (lora_gui/run_view.py) is a table with one handler per event type, checked against the
 event schema (trainer/events.py EVENT_FIELDS): every type has a handler, and a handler reads only the
 fields its type declares (plus `type` and `time`, which every event carries)."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lora_gui.events import FOLDS, PARTS, ViewState, fold
+from lora_gui.run_view import FOLDS, PARTS, ViewState, fold
 from trainer.events import EVENT_FIELDS
 
 # Field values of the right shape for the schema's fields; any other field gets a number.

@@ -176,7 +176,7 @@ def test_engine_events_in_japanese():
 
 
 def test_engine_refusal_is_rendered_translated_in_the_panel():
-    from lora_gui.events import ViewState
+    from lora_gui.run_view import ViewState
     from lora_gui.panel_view import render_status
 
     state = ViewState(status="failed")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lora_gui import APP_DIR, engine, jobs
-from lora_gui.events import ViewState, fold, read_log_tail
+from lora_gui.run_view import ViewState, fold, read_log_tail
 from lora_gui.job_record import JobRecord, read_record, write_record
 from lora_gui.jobs import JobManager, JobRefused
 from lora_gui.panel_view import render_files, render_loss_chart, render_progress, render_status

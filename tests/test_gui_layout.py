@@ -6,7 +6,7 @@ import re
 
 from lora_gui.dataset_view import render_summary
 from lora_gui.engine import BucketLine, DatasetSummary, SubsetRow
-from lora_gui.events import ViewState, fold
+from lora_gui.run_view import ViewState, fold
 from lora_gui.panel_view import breakable, render_progress
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import trainer.slider
 from lora_gui import engine
-from lora_gui.events import ViewState, fold
+from lora_gui.run_view import ViewState, fold
 from lora_gui.jobs import JobManager, JobRefused, slider_request
 from lora_gui.panel_view import render_files, render_progress, stage_text
 from lora_gui.slider_form import FIELDS, build_spec, default_value, form_data, pairs_from_rows, spec_to_values

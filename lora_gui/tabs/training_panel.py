@@ -13,7 +13,7 @@ import gradio as gr
 
 from lora_gui import i18n
 from lora_gui.checks import FormCheck
-from lora_gui.events import PARTS, ViewState
+from lora_gui.run_view import PARTS, ViewState
 from lora_gui.command_line import SdScriptsCommand, engine_command_line, sd_scripts_command
 from lora_gui.jobs import JobManager, JobRefused, run_config_text
 from lora_gui.page import Page

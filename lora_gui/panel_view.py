@@ -313,7 +313,8 @@ def render_status(state: ViewState, lang: str, notice: str = "") -> str:
         parts.append(f'<div class="lg-status-warning" data-code="{esc(last.get("code") or "")}">⚠ {esc(message)}</div>')
     if notice:
         parts.append(f'<div class="lg-status-notice">{notice}</div>')
-    return f'<div class="lg-status lg-status-{esc(status)}" data-status="{esc(status)}">{"".join(parts)}</div>'
+    return (f'<div class="lg-status lg-status-{esc(status)}" data-status="{esc(status)}" data-job="{state.job_id}">'
+            f'{"".join(parts)}</div>')
 
 
 def render_errors(state: ViewState, lang: str) -> str:

@@ -84,6 +84,23 @@ def status(page: "Page") -> str:
     return page.get_attribute("#run-status .lg-status", "data-status") or ""
 
 
+def job_id(page: "Page") -> int:
+    return int(page.get_attribute("#run-status .lg-status", "data-job") or 0)
+
+
+def start_run(page: "Page", button: str = "#start-button", timeout: float = 120) -> int:
+    """Press Start and wait until the status shows the new job (the panel still shows the session's
+    previous run, finished, until the first poll after the start)."""
+    before = job_id(page) if page.locator("#run-status .lg-status").count() else 0
+    page.click(button)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if page.locator("#run-status .lg-status").count() and job_id(page) > before:
+            return job_id(page)
+        time.sleep(0.3)
+    raise AssertionError(f"no new job on the panel {timeout}s after pressing {button}: {page.inner_text('#run-status')}")
+
+
 def wait_status(page: "Page", statuses: tuple[str, ...], timeout: float) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:

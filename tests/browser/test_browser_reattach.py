@@ -14,7 +14,7 @@ from typing import Iterator
 
 from playwright.sync_api import expect
 
-from gui_helpers import ROOT, get_field, needs_engine, progress_step, set_field, wait_ready, wait_status, wait_step
+from gui_helpers import ROOT, get_field, needs_engine, progress_step, set_field, start_run, wait_ready, wait_status, wait_step
 
 RUN_TIMEOUT = 900  # a busy 2-core machine
 
@@ -63,7 +63,7 @@ def test_a_restarted_server_reattaches_the_page_to_the_training(browser, shot, t
         set_field(page, "output_dir", tmp_path / "out")
         set_field(page, "output_name", "survivor")
         set_field(page, "max_train_epochs", 50)  # 2000 steps: still running after the restart
-        page.click("#start-button")
+        start_run(page)
         seen = wait_step(page, 2, RUN_TIMEOUT)
         server.send_signal(signal.SIGKILL)  # the server dies; the engine goes on
         server.wait(timeout=30)

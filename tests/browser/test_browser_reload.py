@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from gui_helpers import field_input, is_checked, needs_engine, set_checkbox, set_field, wait_ready, wait_status, wait_step
+from gui_helpers import field_input, is_checked, needs_engine, set_checkbox, set_field, start_run, wait_ready, wait_status, wait_step
 
 STORED = "() => localStorage.getItem('lora_gui_form_v1')"  # lora_gui.form_store.STORAGE_KEY
 RESTORE_WAIT = 30_000  # the load event may queue behind form checks on a busy machine
@@ -38,7 +38,7 @@ def test_reload_during_a_run_shows_the_runs_settings(open_page, shot, tmp_path):
     set_field(page, "output_dir", out)
     set_field(page, "max_train_epochs", 50)
     set_field(page, "network_dim", 6)
-    page.click("#start-button")
+    start_run(page)
     wait_step(page, 1, RUN_TIMEOUT)
     set_field(page, "network_dim", 10)  # edited after Start: not what runs
     page.reload()

@@ -8,7 +8,7 @@ import sys
 import pytest
 from playwright.sync_api import expect
 
-from gui_helpers import ROOT, get_field, needs_engine, set_checkbox, set_field, show_field, wait_status
+from gui_helpers import ROOT, get_field, needs_engine, set_checkbox, set_field, show_field, start_run, wait_status
 
 RUN_TIMEOUT = 900
 
@@ -78,7 +78,7 @@ def test_sdxl_demo_run(open_page, shot, tmp_path, tiny_sdxl):
     expect(page.locator("#dataset-summary [data-total-steps]")).to_have_attribute("data-total-steps", "6")
     expect(page.locator("#issues-overview .lg-ov-error")).to_have_count(0)
 
-    page.click("#start-button")
+    start_run(page)
     expect(page.locator("#panel-notice")).to_contain_text("Training started")
     assert wait_status(page, ("completed", "failed", "stopped"), RUN_TIMEOUT) == "completed", \
         page.inner_text("#run-status")

@@ -9,7 +9,7 @@ import time
 
 from playwright.sync_api import expect
 
-from gui_helpers import ROOT, needs_engine, status, wait_status
+from gui_helpers import ROOT, needs_engine, start_run, status, wait_status
 
 RUN_TIMEOUT = 900
 
@@ -61,7 +61,7 @@ def test_copy_machine_slider_with_stages_and_preview_grid(open_page, shot, tmp_p
     expect(page.locator("#slider-pairs-issues")).to_be_empty()
     shot(page, "1-filled")
 
-    page.click("#slider-start")
+    start_run(page, "#slider-start")
     expect(page.locator("#slider-notice")).to_contain_text("Slider LoRA started")
     stage = page.locator("#run-progress .lg-stage")
     expect(stage).to_contain_text(re.compile(r"LoRA [12] of 2: front / (low \(A\)|high \(B\))"),

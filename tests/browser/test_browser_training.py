@@ -6,7 +6,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from gui_helpers import needs_engine, progress_step, set_field, status, wait_status, wait_step
+from gui_helpers import needs_engine, progress_step, set_field, start_run, status, wait_status, wait_step
 
 RUN_TIMEOUT = 900  # a busy 2-core machine; the demo alone takes well under a minute
 
@@ -26,7 +26,7 @@ def test_demo_preset_trains_to_the_end(open_page, shot, tmp_path):
     expect(page.locator("#dataset-summary [data-total-steps]")).to_have_attribute("data-total-steps", "240")
     shot(page, "2-folders")
 
-    page.click("#start-button")
+    start_run(page)
     expect(page.locator("#panel-notice")).to_contain_text("Training started")
     wait_step(page, 1, RUN_TIMEOUT)
     shot(page, "3-running")
@@ -51,7 +51,7 @@ def test_stop_mid_run_saves_a_file(open_page, shot, tmp_path):
     set_field(page, "output_dir", tmp_path / "out")
     set_field(page, "output_name", "stop_me")
     set_field(page, "max_train_epochs", 50)  # 2000 steps: long enough to stop
-    page.click("#start-button")
+    start_run(page)
     wait_step(page, 3, RUN_TIMEOUT)
     page.click("#stop-button")
     expect(page.locator("#panel-notice")).to_contain_text("Stop requested")
@@ -70,7 +70,7 @@ def test_reload_mid_run_reattaches(open_page, shot, tmp_path):
     out = tmp_path / "out"
     set_field(page, "output_dir", out)
     set_field(page, "max_train_epochs", 50)
-    page.click("#start-button")
+    start_run(page)
     before = wait_step(page, 2, RUN_TIMEOUT)
 
     page.reload()

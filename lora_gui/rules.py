@@ -52,11 +52,26 @@ def _warmup_possible(v: Values) -> bool:
     return v.get("lr_scheduler") not in ("constant", "adafactor")
 
 
+def _count(v: Values, name: str) -> int:
+    try:
+        return int(float(v.get(name) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _several_machines(v: Values) -> bool:
+    return _count(v, "num_machines") > 1
+
+
 ENABLED_WHEN: dict[str, Callable[[Values], bool]] = {
     "conv_dim": _locon,
     "conv_alpha": _locon,
     "lr_warmup_steps": _warmup_possible,
     "xformers": lambda v: xformers_usable(),
+    "sdpa": lambda v: not v.get("xformers"),  # xformers replaces the attention SDPA would run
+    "machine_rank": _several_machines,
+    "main_process_ip": _several_machines,
+    "main_process_port": lambda v: _several_machines(v) or _count(v, "num_processes") > 1,
     "multires_noise_iterations": _multires,
     "multires_noise_discount": _multires,
     "noise_offset": lambda v: not _multires(v),
@@ -78,6 +93,7 @@ ENABLED_WHEN: dict[str, Callable[[Values], bool]] = {
 VALUE_WHEN_DISABLED: dict[str, Any] = {
     "lr_warmup_steps": 0,
     "xformers": False,
+    "machine_rank": 0,
     "v2": False,
     "v_parameterization": False,
     "full_fp16": False,

@@ -572,7 +572,8 @@ def test_sampling_writes_images_and_leaves_training_unchanged(tmp_path, tiny_sd1
 # ---- 9. network_weights continues from a saved LoRA --------------------------------------------------
 def test_network_weights_starts_from_the_file(tmp_path, trained_sd1):
     from trainer.network.kohya_format import read_lora_file
-    from trainer.train import StopSignal, Trainer
+    from trainer.train import StopSignal, build_run, preflight
+    from trainer.training.accel import make_accelerator
 
     source_cfg, source = trained_sd1
     train_dir = Path(source_cfg.train_data_dir)
@@ -583,19 +584,20 @@ def test_network_weights_starts_from_the_file(tmp_path, trained_sd1):
     out = Path(cfg.output_dir)
     out.mkdir()
     with EventWriter(out / "setup.events.jsonl") as ev:
-        trainer = Trainer(cfg, ev, StopSignal(None, install_handlers=False))
-        trainer.setup()
+        accelerator, precision = make_accelerator(cfg)
+        run, _writer = build_run(cfg, preflight(cfg)[0], accelerator=accelerator, precision=precision, events=ev,
+                                 stop=StopSignal(None, install_handlers=False))
     want = read_lora_file(source).modules
-    have = trainer.network.to_lora_file().modules
+    have = run.network.to_lora_file().modules
     assert set(have) == set(want)
     for name, m in want.items():
         assert torch.equal(have[name].down, m.down) and torch.equal(have[name].up, m.up), name
         assert have[name].alpha == m.alpha
     # The loss of the first batch with these weights, as the run's first step computes it.
     with torch.no_grad():
-        batch = trainer.dataset.load_batch(trainer.dataset.batches(0)[0], 0)
-        expected_first = trainer.compute_loss(batch).item()
-    del trainer
+        batch = next(run.batches.iterate(0, start=0))
+        expected_first = (run.objective(batch) / batch.size).item()
+    del run
 
     code, events = train(cfg)
     assert_completed(code, events)

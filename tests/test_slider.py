@@ -488,3 +488,52 @@ def test_cli_run_stops_on_the_stop_file(tmp_path, disc_model, disc_pairs):
     assert of_type(events, "saved")[-1] == {**of_type(events, "saved")[-1], "kind": "stopped", "path": str(stopped)}
     kohya_keys_ok(stopped)
     assert not (out / "stopme.safetensors").exists() and "stopped" in stdout
+
+
+# ---- the paired method on the training core: accumulation and resume ---------------------------------------
+class StopAfter:
+    """A stop asked for after `steps` optimizer steps (the loop asks once per step)."""
+
+    def __init__(self, steps: int):
+        self.steps, self.asked = steps, 0
+
+    def requested(self) -> bool:
+        self.asked += 1
+        return self.asked >= self.steps
+
+
+def paired_losses(tmp_path: Path, disc_model, disc_pairs, name: str, stop=None, **train_args):
+    from trainer.events import EventReader
+    from trainer.slider.run import run_slider
+    from trainer.train import StopSignal
+
+    spec = slider_spec(tmp_path / name, disc_model, disc_pairs, method="paired", max_train_steps=6, preview=False,
+                       train_args={**TRAIN["train_args"], **train_args})
+    reader = EventReader(spec.files().events)
+    reader.poll()  # a resumed run appends to the stopped run's stream
+    result = run_slider(spec, stop=stop or StopSignal(None, install_handlers=False))
+    events = reader.poll()
+    return result, [e["loss"] for e in of_type(events, "step")], spec
+
+
+def test_paired_gradient_accumulation_is_a_bigger_batch(tmp_path, disc_model, disc_pairs):
+    from trainer.network.kohya_format import read_lora_file
+
+    big, big_losses, _ = paired_losses(tmp_path, disc_model, disc_pairs, "batch2", train_batch_size=2)
+    accum, accum_losses, _ = paired_losses(tmp_path, disc_model, disc_pairs, "accum2", gradient_accumulation_steps=2)
+    assert big.status == accum.status == "completed"
+    assert len(accum_losses) == 6 and accum_losses == pytest.approx(big_losses, rel=1e-5)
+    one, two = read_lora_file(big.lora).modules, read_lora_file(accum.lora).modules
+    for name, module in one.items():
+        assert torch.allclose(module.up.float(), two[name].up.float(), atol=2e-3), name  # saved in fp16
+
+
+def test_paired_stop_then_resume_continues_the_run(tmp_path, disc_model, disc_pairs):
+    _, whole, _ = paired_losses(tmp_path, disc_model, disc_pairs, "whole")
+    stopped, first, spec = paired_losses(tmp_path, disc_model, disc_pairs, "part", stop=StopAfter(2))
+    assert stopped.status == "stopped" and len(first) == 2
+    state = spec.files().stopped_lora.with_name(spec.files().stopped_lora.stem + "-state")
+    assert (state / "train_state.json").is_file()
+    resumed, rest, _ = paired_losses(tmp_path, disc_model, disc_pairs, "part", resume=str(state))
+    assert resumed.status == "completed", resumed.message
+    assert first + rest == pytest.approx(whole, rel=1e-5)

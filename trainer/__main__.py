@@ -38,12 +38,19 @@ def _train(args: argparse.Namespace) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
+    from trainer.distributed import needs_launcher, run_launcher
+
+    if needs_launcher(cfg):  # one engine process per GPU (or CPU process), started by accelerate
+        return run_launcher(cfg, args.config, ("--quiet",) if args.quiet else ())
+
     from trainer.events import EventWriter, events_path
     from trainer.train import run_training
 
+    # Of several processes only the main one (rank 0) writes the stream; the others echo their errors.
+    main = os.environ.get("RANK", "0") == "0"
     path = events_path(cfg.output_dir, cfg.output_name)
     try:
-        events = EventWriter(path, echo=not args.quiet, echo_errors=True)
+        events = EventWriter(path if main else None, echo=not args.quiet and main, echo_errors=True)
     except OSError as exc:
         raise CommandLineError(f"cannot write the event file {describe_os_error(exc, str(path))}", 2) from None
     with events:

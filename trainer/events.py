@@ -14,7 +14,7 @@ import errno
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 # type -> fields it carries (besides `type` and `time`). README documents the same table.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -45,10 +45,14 @@ class EventWriter:
     delays events instead of losing them or stopping the run. `echo_errors` prints error events on
     stderr even when `echo` is off (a run refused with --quiet still says why)."""
 
-    def __init__(self, path: str | Path, *, echo: bool = False, echo_errors: bool = False):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "ab", buffering=0)
+    def __init__(self, path: Optional[str | Path], *, echo: bool = False, echo_errors: bool = False):
+        """`path` None: a writer that writes no file (a run's processes other than the main one), only
+        the echo."""
+        self.path = Path(path) if path is not None else None
+        self._fh = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "ab", buffering=0)
         self._pending = b""
         self.echo = echo
         self.echo_errors = echo_errors
@@ -69,6 +73,9 @@ class EventWriter:
 
     def _write_pending(self) -> None:
         """Unbuffered writes: readers tail the file, and the OS keeps written lines even if we are killed."""
+        if self._fh is None:
+            self._pending = b""
+            return
         try:
             while self._pending:
                 written = self._fh.write(self._pending)
@@ -84,7 +91,7 @@ class EventWriter:
         return len(self._pending)
 
     def close(self) -> None:
-        if not self._fh.closed:
+        if self._fh is not None and not self._fh.closed:
             self._write_pending()
             self._fh.close()
 

@@ -9,8 +9,4 @@ from __future__ import annotations
 
 NOT_USED_YET: dict[str, str] = {
     "logging_dir": "the TensorBoard logging issue: write training logs under logging_dir (DESIGN.md, training/)",
-    "sdpa": "the attention issue: sdpa switches PyTorch SDPA attention (today SDPA is always used unless xformers)",
-    "max_data_loader_n_workers": "the data-loading issue: batches loaded by DataLoader workers "
-                                 "(LoraDataset.loader exists but the training loop does not use it)",
-    "persistent_data_loader_workers": "the data-loading issue: workers kept alive between epochs",
 }

@@ -141,7 +141,7 @@ def _plan_image(rec: ImageRecord, repeats: int, is_reg: bool, loss_weight: float
 
 
 def _finish_plan(cfg, scan: DatasetScan, images: list[PlannedImage], num_train: int) -> StepPlan:
-    batch_size = max(1, cfg.train_batch_size)
+    batch_size = max(1, cfg.train_batch_size) * max(1, cfg.num_processes)  # a step's batch over all processes
     samples: list[int] = []
     by_bucket: dict[Size, list[int]] = {}
     for index, img in enumerate(images):

@@ -121,6 +121,14 @@ class ModelFamily:
     def enable_sdpa(self, comp: Components) -> None:
         raise NotImplementedError
 
+    def enable_default_attention(self, comp: Components) -> None:
+        raise NotImplementedError
+
+    def set_attention(self, comp: Components, choice: str) -> None:
+        """'sdpa' (PyTorch's fused kernels), 'xformers', or 'default' (diffusers' plain attention)."""
+        {"sdpa": self.enable_sdpa, "xformers": self.enable_xformers,
+         "default": self.enable_default_attention}[choice](comp)
+
     def enable_xformers(self, comp: Components) -> None:
         raise NotImplementedError
 

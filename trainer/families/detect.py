@@ -66,7 +66,7 @@ def detect_model(path: str) -> ModelInfo:
     raise ModelPathError(f"Model not found: {text}", "Check the path; it must be a folder or file on this computer.")
 
 
-def resolve_model_info(cfg: Any) -> ModelInfo:
+def resolve_model_info(cfg: Any, detected: Optional[ModelInfo] = None) -> ModelInfo:
     """detect_model(cfg.pretrained_model_name_or_path) merged with the user's v2/v_parameterization flags.
 
     For the engine: a pickle checkpoint (.ckpt) is opened with torch here (memory-mapped, so only its
@@ -76,8 +76,9 @@ def resolve_model_info(cfg: Any) -> ModelInfo:
     flag only produces a note. The prediction type comes from the files when they state it, but a
     user's `v_parameterization=True` wins, since the SD2 heuristic can be wrong and SD1 v-prediction
     fine-tunes exist. Both flags default to False, so False cannot override a detected True.
+    `detected`: what pre-flight already detected (the files are not read again).
     """
-    info = detect_model(cfg.pretrained_model_name_or_path)
+    info = detected if detected is not None else detect_model(cfg.pretrained_model_name_or_path)
     if info.family is None and info.kind == "single_file":
         info = _detect_pickle(info.path)
     return merge_user_flags(info, cfg)

@@ -134,6 +134,12 @@ class StableDiffusionFamily(ModelFamily):
         comp.unet.set_attn_processor(AttnProcessor2_0())
         comp.vae.set_attn_processor(AttnProcessor2_0())
 
+    def enable_default_attention(self, comp: Components) -> None:
+        from diffusers.models.attention_processor import AttnProcessor
+
+        comp.unet.set_attn_processor(AttnProcessor())
+        comp.vae.set_attn_processor(AttnProcessor())
+
     def enable_xformers(self, comp: Components) -> None:
         if not torch.cuda.is_available():
             raise XformersUnavailableError("xformers attention needs an NVIDIA GPU (CUDA); none is available.")

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Optional
 from trainer.config import TrainConfig, parse_resolution
 from trainer.data.scan import DatasetScan, scan_dataset
 from trainer.data.steps import StepPlan, plan_steps
+from trainer.families.model_info import ModelInfo
 from trainer.families.traits import FamilyTraits, known_traits
 from trainer.findings import ERROR, WARNING, Finding
 from trainer.machine import cuda_likely as detect_cuda  # the one torch-free guess, shared with the form
@@ -38,14 +39,19 @@ class Context:
         return scan_dataset(self.cfg)
 
     @cached_property
-    def family(self) -> Optional[str]:
-        """The base model's family ("sd1", "sd2", "sdxl") when it can be told without loading, else None."""
+    def model_info(self) -> Optional["ModelInfo"]:
+        """The base model as detected without loading it (the engine reuses it), or None when unusable."""
         try:
             from trainer.families.detect import detect_model
 
-            return detect_model(self.cfg.pretrained_model_name_or_path).family
+            return detect_model(self.cfg.pretrained_model_name_or_path)
         except Exception:  # a missing or broken model is reported by the model_path rule
             return None
+
+    @property
+    def family(self) -> Optional[str]:
+        """The base model's family ("sd1", "sd2", "sdxl") when it can be told without loading, else None."""
+        return self.model_info.family if self.model_info is not None else None
 
     @property
     def traits(self) -> Optional[FamilyTraits]:

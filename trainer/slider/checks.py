@@ -119,15 +119,17 @@ def _check_model(spec: SliderSpec, error) -> None:
         error("model", "model_path_invalid", exc.message, exc.hint)
 
 
-# TrainConfig fields the wizard sets for every training (data, output, resume).
-WIZARD_OWNED = ("train_data_dir", "output_dir", "output_name", "resume", "network_weights")
+# TrainConfig fields the wizard sets for every training (data, output; for the copy method's per-folder
+# trainings also resume and starting weights; the paired method's one training takes them from train_args).
+WIZARD_OWNED = ("train_data_dir", "output_dir", "output_name")
+COPY_OWNED = WIZARD_OWNED + ("resume", "network_weights")
 
 
 def _training_issues(spec: SliderSpec) -> list[SliderIssue]:
     """Types, choices and ranges of the training values, by TrainConfig's own rules."""
     issues = []
     for key in spec.train_args:
-        if key in WIZARD_OWNED:
+        if key in (WIZARD_OWNED if spec.method == "paired" else COPY_OWNED):
             issues.append(SliderIssue("train_args", "error", "train_arg_owned",
                                       f"train_args: {key} is set by the wizard", "Remove it from train_args."))
         elif key in SliderSpec.field_names() or key in FIELD_FROM_TRAIN_CONFIG:

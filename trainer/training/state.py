@@ -64,7 +64,7 @@ def restore_rng(state: dict[str, Any], noise_generator: torch.Generator) -> None
 
 def save_state(folder: Path, *, position: TrainPosition, network_state: dict[str, torch.Tensor],
                optimizer: torch.optim.Optimizer, scheduler: Any, noise_generator: torch.Generator,
-               grad_scaler: Any = None) -> Path:
+               grad_scaler: Any = None, num_processes: int = 1) -> Path:
     from safetensors.torch import save
 
     folder = Path(folder)
@@ -76,7 +76,7 @@ def save_state(folder: Path, *, position: TrainPosition, network_state: dict[str
         save_tree(tmp, "rng", capture_rng(noise_generator))
         if grad_scaler is not None:
             save_tree(tmp, "grad_scaler", grad_scaler.state_dict())
-        record = {**asdict(position), "state_format": STATE_FORMAT}
+        record = {**asdict(position), "state_format": STATE_FORMAT, "num_processes": num_processes}
         write_synced(tmp / STATE_FILE, json.dumps(record, indent=1).encode("utf-8"))
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; a state folder is an ordinary folder
         if folder.exists():
@@ -100,6 +100,7 @@ class LoadedState:
     scheduler: dict[str, Any]
     rng: dict[str, Any]
     grad_scaler: dict[str, Any] | None
+    num_processes: int = 1  # the batches of a step were split over this many processes
 
 
 def load_state(folder: Path) -> LoadedState:
@@ -116,26 +117,27 @@ def load_state(folder: Path) -> LoadedState:
             "code when they are read, so they are not opened.", field="resume", hint=RESUME_HINT,
             params={"path": pickled[0], "files": pickled})
     try:
-        position = _read_position(folder / STATE_FILE)
+        position, num_processes = _read_position(folder / STATE_FILE)
         network_state = _read_tensors(folder / NETWORK_FILE)
         has_scaler = (folder / "grad_scaler.json").exists()
         return LoadedState(position=position, network_state=network_state,
                            optimizer=load_tree(folder, "optimizer"), scheduler=load_tree(folder, "scheduler"),
                            rng=load_tree(folder, "rng"),
-                           grad_scaler=load_tree(folder, "grad_scaler") if has_scaler else None)
+                           grad_scaler=load_tree(folder, "grad_scaler") if has_scaler else None,
+                           num_processes=num_processes)
     except SafeTreeError as exc:
         raise TrainingError("resume_state_unreadable", f"cannot resume from {folder}: {exc}", field="resume",
                             hint="Pick another state folder (<name>-...-state), or " + RESUME_HINT[0].lower()
                             + RESUME_HINT[1:], params={"path": str(exc.path)}) from None
 
 
-def _read_position(path: Path) -> TrainPosition:
+def _read_position(path: Path) -> tuple[TrainPosition, int]:
     if not path.is_file():
         raise SafeTreeError(path, "the file is missing")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         names = {f.name for f in fields(TrainPosition)}
-        return TrainPosition(**{k: record[k] for k in names})
+        return TrainPosition(**{k: record[k] for k in names}), int(record.get("num_processes", 1))
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise SafeTreeError(path, f"not a training position ({type(exc).__name__}: {exc})") from None
 

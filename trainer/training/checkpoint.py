@@ -1,31 +1,80 @@
-"""Saving during training: the LoRA file and its state folder, and what happens when the disk is full.
-
-`Saving` is a part of the Trainer (trainer/train.py), kept here so the loop's file stays short: it uses the
-trainer's network, optimizer, scheduler, position, files, events and stop signal.
-"""
+"""The checkpoint writer: the LoRA file and its state folder, the run's file names, and what happens when
+the disk is full. Only the main process writes; the others wait for it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
+from accelerate import Accelerator
 
 from trainer.errors import TrainingError
-from trainer.training.state import save_state
+from trainer.events import EventWriter
+from trainer.training.state import TrainPosition, save_state
 
 
-class Saving:
-    saved_files: list[str]
+@dataclass
+class RunFiles:
+    """Names of everything a run writes into output_dir (kohya's naming)."""
 
-    def save_lora(self, path: Path, *, kind: str, epoch: int, step: int) -> None:
+    output_dir: Path
+    name: str
+    ext: str
+
+    def lora(self, suffix: str = "") -> Path:
+        return self.output_dir / f"{self.name}{suffix}.{self.ext}"
+
+    def epoch_lora(self, epoch: int) -> Path:
+        return self.lora(f"-{epoch:06d}")
+
+    def step_lora(self, step: int) -> Path:
+        return self.lora(f"-step{step:08d}")
+
+    def state_dir(self, lora_path: Path) -> Path:
+        return lora_path.with_name(lora_path.stem + "-state")
+
+    @property
+    def config_json(self) -> Path:
+        return self.output_dir / f"{self.name}.json"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.output_dir / "sample"
+
+
+@dataclass
+class CheckpointWriter:
+    """Writes what a run saves: `save(path, kind=...)`, kind one of step, epoch, final, stopped."""
+
+    files: RunFiles
+    events: EventWriter
+    stop: Any  # StopSignal: a stop ends the waiting for disk space
+    accelerator: Accelerator
+    network: Any  # LoraNetwork
+    optimizer: Any
+    lr_scheduler: Any
+    noise_generator: torch.Generator
+    position: TrainPosition
+    metadata: Callable[..., dict[str, str]]  # (epoch=, step=) -> the file's ss_* metadata
+    save_precision: str
+    save_state: bool  # every save writes its state folder too (a stopped save always does)
+    saved_files: list[str] = field(default_factory=list)
+
+    def save(self, path: Path, *, kind: str, epoch: int, step: int) -> None:
         """Save the LoRA (and its state). A full disk does not lose the weights: a periodic save is skipped
         with a `disk_full` warning (the next one tries again); the final or stopped save waits and retries
         until it succeeds or a stop arrives (then one more try, then the `disk_full` error)."""
+        if self.accelerator.is_main_process:
+            self._save_on_main(path, kind=kind, epoch=epoch, step=step)
+        self.accelerator.wait_for_everyone()
+
+    def _save_on_main(self, path: Path, *, kind: str, epoch: int, step: int) -> None:
         from trainer.training.disk_full import full_disk
 
         try:
-            self._write_save(path, kind=kind, epoch=epoch, step=step)
+            self._write(path, kind=kind, epoch=epoch, step=step)
             return
         except OSError as exc:
             full = full_disk(exc, path.parent, self._save_bytes(kind), self._previous_save())
@@ -35,9 +84,9 @@ class Saving:
             self.events.emit("warning", code="disk_full", field="output_dir", params=full.params(),
                              message=full.skipped_message(self._unsaved_name(path)))
         else:
-            self._retry_save(path, kind=kind, epoch=epoch, step=step, full=full)
+            self._retry(path, kind=kind, epoch=epoch, step=step, full=full)
 
-    def _retry_save(self, path: Path, *, kind: str, epoch: int, step: int, full: Any) -> None:
+    def _retry(self, path: Path, *, kind: str, epoch: int, step: int, full: Any) -> None:
         from trainer.training.disk_full import FAILED_HINT, RETRY_SECONDS, full_disk, stop_mark, wait_for_stop
 
         mark = stop_mark(self.stop)  # a stop that arrives from now on ends the waiting
@@ -46,7 +95,7 @@ class Saving:
         while True:
             last_try = wait_for_stop(self.stop, mark, RETRY_SECONDS)
             try:
-                self._write_save(path, kind=kind, epoch=epoch, step=step)
+                self._write(path, kind=kind, epoch=epoch, step=step)
                 self.events.emit("log", message=f"saved {path.name}: the disk had room again")
                 return
             except OSError as exc:
@@ -60,9 +109,9 @@ class Saving:
     def _save_bytes(self, kind: str) -> int:
         """About how much a save writes: the LoRA tensors in the save precision, plus the state's tensors."""
         state = self.network.trainable_state()
-        per_value = 4 if self.cfg.save_precision == "float" else 2
+        per_value = 4 if self.save_precision == "float" else 2
         total = sum(t.numel() for t in state.values()) * per_value + 65536  # + header and metadata
-        if self.cfg.save_state or kind == "stopped":
+        if self.save_state or kind == "stopped":
             total += sum(t.numel() * t.element_size() for t in state.values())
             total += sum(v.numel() * v.element_size() for slot in self.optimizer.state.values()
                          for v in slot.values() if isinstance(v, torch.Tensor))
@@ -75,20 +124,21 @@ class Saving:
         """What a failed save did not write: the LoRA file, or only the state folder beside it."""
         return self.files.state_dir(path).name if str(path) in self.saved_files else path.name
 
-    def _write_save(self, path: Path, *, kind: str, epoch: int, step: int) -> None:
+    def _write(self, path: Path, *, kind: str, epoch: int, step: int) -> None:
         from trainer.network.kohya_format import write_lora_file
 
         if str(path) not in self.saved_files:  # a retry after a full disk does not rewrite what it wrote
             lora = self.network.to_lora_file(self.metadata(epoch=epoch, step=step))
             # A stopped save replaces the stopped LoRA of an earlier stop of this run (atomically, so the
             # old one stays until the new one is complete); every other file is never overwritten.
-            write_lora_file(path, lora, save_precision=self.cfg.save_precision, exclusive=kind != "stopped")
+            write_lora_file(path, lora, save_precision=self.save_precision, exclusive=kind != "stopped")
             self.saved_files.append(str(path))
             self.events.emit("saved", path=str(path), kind=kind, epoch=epoch, step=step,
                              size_bytes=path.stat().st_size)
-        if self.cfg.save_state or kind == "stopped":
+        if self.save_state or kind == "stopped":
             state_dir = save_state(self.files.state_dir(path), position=self.position,
                                    network_state=self.network.trainable_state(), optimizer=self.optimizer,
                                    scheduler=self.lr_scheduler, noise_generator=self.noise_generator,
-                                   grad_scaler=self.grad_scaler)
+                                   grad_scaler=self.accelerator.scaler,
+                                   num_processes=self.accelerator.num_processes)
             self.events.emit("saved", path=str(state_dir), kind="state", epoch=epoch, step=step, size_bytes=0)

@@ -41,6 +41,7 @@ TORCH_FREE = (
     "trainer.kohya_import",
     "trainer.validation",
     "trainer.preflight.*",
+    "trainer.distributed",
     "trainer.data",
     "trainer.data.buckets",
     "trainer.data.captions",

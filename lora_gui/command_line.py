@@ -54,12 +54,12 @@ def sd_scripts_command(cfg: TrainConfig) -> SdScriptsCommand:
     skipped |= {name for name, (enabled, _value) in states.items() if not enabled}
     defaults = TrainConfig()
     script = traits_or_default(family).sd_scripts_script
-    args = ["accelerate", "launch", "--num_cpu_threads_per_process", "1", script]
+    args = ["accelerate", "launch", *_launch_options(cfg), script]
     network_args: list[str] = []
     result = SdScriptsCommand("")
     for f, meta in iter_field_meta():
         value, how = getattr(cfg, f.name), meta.get("sd_scripts", True)
-        if f.name in skipped or how == "implied":
+        if f.name in skipped or how in ("implied", "launch"):
             continue
         if how is False:
             result.unsupported.append((f.name, value))
@@ -81,6 +81,15 @@ def sd_scripts_command(cfg: TrainConfig) -> SdScriptsCommand:
         args += ["--network_args", *network_args]
     result.text = shell_line(args)
     return result
+
+
+def _launch_options(cfg: TrainConfig) -> list[str]:
+    """The launcher's options: the Accelerate fields for several processes, else one CPU thread per
+    process unless the field says otherwise (kohya_ss's GUI gives the same option)."""
+    options = engine.accelerate_launch_options(cfg)
+    if not options:
+        options = ["--num_cpu_threads_per_process", str(cfg.num_cpu_threads_per_process or 1)]
+    return options
 
 
 def _flag(name: str, value: Any, default: Any) -> list[str]:

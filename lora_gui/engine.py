@@ -256,3 +256,11 @@ def engine_command(run_json: Path) -> list[str]:
 
 def engine_cwd() -> Path:
     return APP_DIR
+
+
+def accelerate_launch_options(cfg: TrainConfig) -> list[str]:
+    """The `accelerate launch` options of the config's Accelerate fields; [] for one process on one
+    machine (then the engine trains in its own process)."""
+    from trainer.distributed import launch_arguments, wants_several_processes
+
+    return launch_arguments(cfg) if wants_several_processes(cfg) else []

@@ -5,6 +5,7 @@ stops both; resume continues; and the DataLoader's workers load exactly the batc
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -129,6 +130,25 @@ def test_a_stop_stops_both_processes_and_resume_on_two_continues(tmp_path, tiny_
     error = of_type(refused, "error")[0]
     assert (error["code"], error["field"]) == ("resume_processes_mismatch", "num_processes")
     assert "2 process" in error["message"]
+
+
+def test_ctrl_c_stops_every_process_and_the_engine_exits_as_one_would(tmp_path, tiny_sd1):
+    """SIGINT to `python -m trainer` (the page's Stop, Ctrl-C) reaches the launched processes; the stop is
+    saved once and the exit code is 0 as for one process (the launcher itself exits 130)."""
+    cfg = make_run_config(tmp_path, tiny_sd1, images(tmp_path / "img", 4), train_batch_size=1, num_processes=2,
+                          max_train_epochs=40, save_every_n_epochs=0)
+    proc = start_engine(cfg, tmp_path)
+    stream = events_path(cfg.output_dir, "tiny")
+    deadline = time.time() + RUN_TIMEOUT
+    while time.time() < deadline and len(of_type(read_events(stream), "step")) < 2:
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, output
+    events = read_events(stream)
+    assert events[-1]["type"] == "done" and events[-1]["status"] == "stopped", output
+    assert [e["kind"] for e in of_type(events, "saved")] == ["stopped", "state"]
 
 
 def test_dataloader_workers_load_exactly_the_batches_of_the_main_process(tmp_path, tiny_sd1):

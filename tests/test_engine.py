@@ -655,3 +655,14 @@ def test_latent_cache_modes_give_the_same_training(tmp_path, tiny_sd1):
     reference = losses(memory)
     for label, events in (("disk", disk), ("disk reused", again), ("no cache", none)):
         assert losses(events) == pytest.approx(reference, **LOSS_TOL), label
+
+
+def test_each_warning_is_reported_once(tmp_path, tiny_sd1):
+    """A CPU run with fp16 (the default) is warned once that it trains in fp32, through the CLI."""
+    cfg = make_run_config(tmp_path, tiny_sd1, make_images(tmp_path / "img", count=1), mixed_precision="fp16",
+                          max_train_epochs=1, save_every_n_epochs=0)
+    proc, events = run_engine(cfg, tmp_path)
+    assert_completed(proc.returncode, events)
+    codes = [e.get("code") for e in events if e["type"] == "warning"]
+    assert codes.count("precision_cpu") == 1, codes
+    assert len(codes) == len(set(codes)), codes

@@ -10,7 +10,7 @@ from lora_gui.family import QUICK_PICKS
 from trainer.config import TrainConfig, iter_field_meta
 
 SD15, SDXL = QUICK_PICKS["sd15"][0], QUICK_PICKS["sdxl"][0]
-HOW = {"network_module", "network_args", "unless_default", "file", "implied", True, False}
+HOW = {"network_module", "network_args", "unless_default", "file", "implied", "launch", True, False}
 
 
 def _options(text: str) -> dict[str, list[str]]:
@@ -18,7 +18,8 @@ def _options(text: str) -> dict[str, list[str]]:
     words = shlex.split(text)
     options: dict[str, list[str]] = {}
     current = None
-    for word in words[words.index("--num_cpu_threads_per_process") + 3:]:
+    script = next(i for i, word in enumerate(words) if word.endswith("train_network.py"))
+    for word in words[script + 1:]:
         if word.startswith("--"):
             current = word[2:]
             options[current] = []
@@ -75,3 +76,18 @@ def test_sd_scripts_line_for_locon_multires_and_sdxl(tmp_path):
     assert options["multires_noise_iterations"] == ["6"] and "noise_offset" not in options
     assert options["max_token_length"] == ["225"] and options["no_half_vae"] == []  # shown for SDXL
     assert {name for name, _v in command.unsupported} == {"network_train_text_encoder_1", "network_train_text_encoder_2"}
+
+
+def test_several_gpus_go_to_the_launcher_on_both_lines(tmp_path):
+    from accelerate.commands.launch import launch_command_parser
+
+    cfg = TrainConfig(pretrained_model_name_or_path=SD15, output_dir=str(tmp_path), num_processes=4, num_machines=2,
+                      machine_rank=1, main_process_ip="10.0.0.1", main_process_port=29501, gpu_ids="0, 1")
+    words = shlex.split(sd_scripts_command(cfg).text)
+    script = words.index("train_network.py")
+    launch = launch_command_parser().parse_args(words[2:script] + ["train_network.py"])
+    assert (launch.multi_gpu, launch.num_processes, launch.num_machines, launch.machine_rank) == (True, 4, 2, 1)
+    assert (launch.main_process_ip, launch.main_process_port, launch.gpu_ids) == ("10.0.0.1", 29501, "0,1")
+    assert not any(name in _options(sd_scripts_command(cfg).text) for name in ("num_processes", "gpu_ids"))
+    command, run_file = engine_command_line(cfg)  # Start's command: the engine starts the launcher itself
+    assert shlex.split(command)[-3:] == ["trainer", "--config", str(run_file)]

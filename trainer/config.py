@@ -288,23 +288,23 @@ class TrainConfig:
     # through `accelerate launch` (trainer/distributed.py).
     num_processes: int = param(1, "Training processes, one per GPU (over several machines: all of them). The batch "
                                "size is per process.", tab="advanced", section="accelerate", label="Number of processes",
-                               min=1, max=1024, sd_scripts=False)
+                               min=1, max=1024, sd_scripts="launch")
     num_machines: int = param(1, "Machines taking part (each runs the same command with its own machine rank).",
                               tab="advanced", section="accelerate", label="Number of machines", min=1, max=1024,
-                              sd_scripts=False)
+                              sd_scripts="launch")
     gpu_ids: str = param("", "GPUs of this machine to use, e.g. 0,1 (empty: all).", tab="advanced",
-                         section="accelerate", label="GPU IDs", sd_scripts=False)
+                         section="accelerate", label="GPU IDs", sd_scripts="launch")
     machine_rank: int = param(0, "This machine's rank, 0 to machines - 1 (0 is the main machine, which writes the "
                               "files).", tab="advanced", section="accelerate", label="Machine rank", min=0, max=1023,
-                              sd_scripts=False)
+                              sd_scripts="launch")
     main_process_ip: str = param("", "Address of machine 0 (needed with several machines).", tab="advanced",
-                                 section="accelerate", label="Main process IP", sd_scripts=False)
+                                 section="accelerate", label="Main process IP", sd_scripts="launch")
     main_process_port: int = param(0, "Port on machine 0 the processes meet on (0: a free port on one machine, "
                                    "29500 with several).", tab="advanced", section="accelerate",
-                                   label="Main process port", min=0, max=65535, sd_scripts=False)
+                                   label="Main process port", min=0, max=65535, sd_scripts="launch")
     num_cpu_threads_per_process: int = param(0, "CPU threads of each process (0: the cores shared out between "
                                              "the processes).", tab="advanced", section="accelerate",
-                                             label="CPU threads per process", min=0, max=1024, sd_scripts=False)
+                                             label="CPU threads per process", min=0, max=1024, sd_scripts="launch")
 
     # ---- Samples ------------------------------------------------------------------
     sample_every_n_steps: int = param(0, "Generate sample images every N steps (0 = off).", tab="samples",

@@ -16,11 +16,15 @@ from typing import Any
 LAUNCHED = "LORA_GUI_LAUNCHED"  # set in the launched processes' environment: they train, not relaunch
 
 
+def wants_several_processes(cfg: Any) -> bool:
+    return cfg.num_processes > 1 or cfg.num_machines > 1
+
+
 def needs_launcher(cfg: Any) -> bool:
     """Whether this engine should hand the run to accelerate's launcher (and not train itself)."""
     if os.environ.get(LAUNCHED) == "1" or "LOCAL_RANK" in os.environ:
         return False  # already one of the launched processes (ours, or a user's `accelerate launch`)
-    return cfg.num_processes > 1 or cfg.num_machines > 1
+    return wants_several_processes(cfg)
 
 
 def launch_arguments(cfg: Any) -> list[str]:
@@ -48,7 +52,12 @@ def launch_command(cfg: Any, config_path: Path, *, python: str = sys.executable,
 
 def run_launcher(cfg: Any, config_path: Path, engine_args: tuple[str, ...]) -> int:
     """Run the launcher and wait; SIGINT/SIGTERM are passed on (each process then stops and the main one
-    saves once). Returns the launcher's exit code."""
+    saves once). Returns this engine's exit code as one process would: the launcher reports a stop by
+    signal as a failure (130), so the run's own `done` event decides where there is one."""
+    from trainer.events import EventReader, events_path
+
+    stream = EventReader(events_path(cfg.output_dir, cfg.output_name))
+    stream.poll()  # only this run's events count
     env = dict(os.environ, **{LAUNCHED: "1"})
     proc = subprocess.Popen(launch_command(cfg, config_path, engine_args=engine_args), env=env)
 
@@ -57,4 +66,8 @@ def run_launcher(cfg: Any, config_path: Path, engine_args: tuple[str, ...]) -> i
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, forward)
-    return proc.wait()
+    code = proc.wait()
+    done = [event for event in stream.poll() if event.get("type") == "done"]
+    if done:
+        return 0 if done[-1].get("status") in ("completed", "stopped") else 1
+    return code

@@ -52,7 +52,7 @@ def param(
     `--network_args name=value`; "network_module": chooses `--network_module`; "unless_default":
     given only when not the default (sd-scripts refuses the default value); "file": the text goes
     into a file whose path is given; "implied": no option of its own, it decides which other options
-    are given (fields it disables are left out).
+    are given (fields it disables are left out); "launch": an `accelerate launch` option, before the script.
     Other keywords (`required`, `nargs`, `item`, `metavar`, `form_default`) describe the command-line
     flag and the form; see argument_options() and field_spec()."""
     meta = {"help": help, "tab": tab, "section": section, "label": label, "choices": choices, "min": min,

@@ -82,6 +82,7 @@ ENABLED_WHEN: dict[str, Callable[[Values], bool]] = {
     "min_bucket_reso": lambda v: bool(v.get("enable_bucket")) and not v.get("bucket_no_upscale"),
     "max_bucket_reso": lambda v: bool(v.get("enable_bucket")) and not v.get("bucket_no_upscale"),
     "full_fp16": lambda v: v.get("mixed_precision") == "fp16",
+    "dynamo_backend": lambda v: bool(v.get("torch_compile")),
     "full_bf16": lambda v: v.get("mixed_precision") == "bf16",
     "persistent_data_loader_workers": lambda v: (v.get("max_data_loader_n_workers") or 0) > 0,
     "network_train_text_encoder_1": _trains_text_encoder,

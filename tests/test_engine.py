@@ -666,3 +666,19 @@ def test_each_warning_is_reported_once(tmp_path, tiny_sd1):
     codes = [e.get("code") for e in events if e["type"] == "warning"]
     assert codes.count("precision_cpu") == 1, codes
     assert len(codes) == len(set(codes)), codes
+
+
+def test_torch_compile_trains_the_same_lora(tmp_path, tiny_sd1):
+    """torch_compile (aot_eager: dynamo's graph capture and autograd, without generated kernels) trains what the
+    uncompiled UNet trains, and the file has the same keys."""
+    data = make_images(tmp_path / "img", count=2)
+    runs = {}
+    for compiled in (False, True):
+        cfg = make_run_config(tmp_path / str(compiled), tiny_sd1, data, max_train_epochs=1, save_every_n_epochs=0,
+                              torch_compile=compiled, dynamo_backend="aot_eager")
+        code, events = train(cfg)
+        assert_completed(code, events)
+        assert any("torch.compile" in e["message"] for e in of_type(events, "log")) == compiled
+        runs[compiled] = (losses(events), file_tensors(Path(cfg.output_dir) / "tiny.safetensors"))
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4, abs=1e-5)
+    assert runs[True][1].keys() == runs[False][1].keys()

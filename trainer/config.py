@@ -221,6 +221,12 @@ class TrainConfig:
     sdpa: bool = param(True, "Use PyTorch scaled-dot-product attention.", tab="advanced", section="memory", label="SDPA attention")
     xformers: bool = param(False, "Use xformers memory-efficient attention (CUDA only, optional package).",
                            tab="advanced", section="memory", label="xformers attention")
+    torch_compile: bool = param(False, "Compile the UNet with torch.compile: the first steps take minutes, the "
+                                "rest run faster (mostly on a GPU).", tab="advanced", section="memory",
+                                label="Torch compile")
+    dynamo_backend: str = param("inductor", "torch.compile backend (inductor generates fused kernels; eager and "
+                                "aot_eager only check that the model compiles).", tab="advanced", section="memory",
+                                label="Dynamo backend", choices=("inductor", "aot_eager", "eager", "cudagraphs"))
     full_fp16: bool = param(False, "Keep the LoRA weights in fp16 too (needs mixed precision fp16).",
                             tab="advanced", section="memory", label="Full fp16 training")
     full_bf16: bool = param(False, "Keep the LoRA weights in bf16 too (needs mixed precision bf16).",

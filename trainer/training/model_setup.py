@@ -57,6 +57,10 @@ def setup_model(cfg: TrainConfig, info: ModelInfo, family: ModelFamily, *, devic
         report = network.load_lora_file(read_lora_file(cfg.network_weights))
         events.emit("log", message=f"network weights {cfg.network_weights}: {report}")
 
+    if cfg.torch_compile:  # in place: the module, its parameters and the LoRA's names stay as they are
+        comp.unet.compile(backend=cfg.dynamo_backend)
+        events.emit("log", message=f"UNet compiled with torch.compile ({cfg.dynamo_backend}): the first steps "
+                    "take longer while it compiles")
     vae_dtype, note = family.vae_dtype(precision.weight_dtype, no_half_vae=cfg.no_half_vae)
     if note:
         events.emit("log", message=note)

@@ -232,6 +232,9 @@ def run_pair(label: str, load: Workload, args: argparse.Namespace, inputs: tuple
             command = theirs_command(load, out, args.sd_scripts, tokenizers)
             env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(stand_in), str(args.sd_scripts)]),
                        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        if args.profile:  # profiled runs are slower: their times are for the profile, not the comparison
+            args.profile.mkdir(parents=True, exist_ok=True)
+            env["BENCH_PROFILE"] = str(args.profile / f"{trainer}-{label.replace(' ', '_').replace(',', '')}.txt")
         intervals, rss = timed_run(python, command, cwd=cwd, env=env, log=out / "steps.log", warmup=args.warmup)
         result = RunResult(trainer, label, statistics.median(intervals), intervals, rss)
         print(f"  {trainer:10s} {label:45s} {result.s_per_step:7.3f} s/step  {rss:5.2f} GiB  "
@@ -263,6 +266,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="optimizer steps not timed")
     ap.add_argument("--intervals", type=int, default=10, help="timed intervals per run")
     ap.add_argument("--work", type=Path, default=ROOT / "bench-out" / "vs-sd-scripts")
+    ap.add_argument("--profile", type=Path, help="write each trainer's torch.profiler table of steps 3-4 here")
     args = ap.parse_args()
     inputs = prepare(args.work)
     results: list[RunResult] = []

@@ -5,7 +5,8 @@
 
 A global post-hook on torch.optim.Optimizer.step writes the time of each optimizer step, one per line, to
 $BENCH_STEP_LOG; at exit the process's peak RSS goes to stderr as `BENCH_MAXRSS_KB <n>`, and on a GPU the
-peak CUDA memory as `BENCH_CUDA_MEM_BYTES <max allocated> <max reserved>`. The same hook on
+peak CUDA memory as `BENCH_CUDA_MEM_BYTES <max allocated> <max reserved>`. With BENCH_PROFILE=<file>, steps
+3 and 4 run under torch.profiler and its table of operators goes to that file. The same hook on
 both trainers measures the same thing: the interval between two optimizer steps is one whole training step.
 Only torch and the standard library are used, so it runs in either trainer's environment.
 """
@@ -30,6 +31,24 @@ def report_memory() -> None:
               flush=True)
 
 
+def profile_steps(table_path: str, first: int = 3, count: int = 2) -> None:
+    """torch.profiler over optimizer steps first..first+count; the op table goes to `table_path` at exit."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=True,
+                       schedule=schedule(wait=first - 1, warmup=1, active=count, repeat=1))
+    register_optimizer_step_post_hook(lambda *_: profiler.step())
+    profiler.start()
+
+    def write_table() -> None:
+        profiler.stop()
+        averages = profiler.key_averages(group_by_input_shape=False)
+        with open(table_path, "w", encoding="utf-8") as f:
+            f.write(averages.table(sort_by="self_cpu_time_total", row_limit=60))
+
+    atexit.register(write_table)
+
+
 def main() -> None:
     log = open(os.environ["BENCH_STEP_LOG"], "a", buffering=1, encoding="utf-8")
 
@@ -37,6 +56,8 @@ def main() -> None:
         log.write(f"{time.perf_counter():.6f}\n")
 
     register_optimizer_step_post_hook(note_step)
+    if os.environ.get("BENCH_PROFILE"):
+        profile_steps(os.environ["BENCH_PROFILE"])
     atexit.register(report_memory)
     args = sys.argv[1:]
     if args[0] == "-m":

@@ -1,4 +1,6 @@
 """What "Print command" shows: the command Start runs, and the same run as an sd-scripts command line.
+With several processes it is the accelerate launcher the engine starts (the same on every machine of a
+cluster but for the machine rank in the run file).
 
 The engine command must work when pasted into a terminal, so its run file is written where the
 command says and the command changes into the app folder first (`-m trainer` is found there).
@@ -36,7 +38,8 @@ def engine_command_line(cfg: TrainConfig) -> tuple[str, Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
     cd = ["cd", "/d", str(engine.engine_cwd())] if sys.platform == "win32" else ["cd", str(engine.engine_cwd())]
-    return f"{shell_line(cd)} && {shell_line(request.command)}", request.files.run_json
+    command = engine.engine_launch_command(cfg, request.files.run_json)
+    return f"{shell_line(cd)} && {shell_line(command)}", request.files.run_json
 
 
 @dataclass

@@ -258,6 +258,14 @@ def engine_cwd() -> Path:
     return APP_DIR
 
 
+def engine_launch_command(cfg: TrainConfig, run_json: Path) -> list[str]:
+    """The command the engine runs for `cfg`: engine_command(), or with several processes the accelerate
+    launcher it starts itself (the line to run by hand on each machine of a cluster)."""
+    from trainer.distributed import launch_command, wants_several_processes
+
+    return launch_command(cfg, run_json) if wants_several_processes(cfg) else engine_command(run_json)
+
+
 def accelerate_launch_options(cfg: TrainConfig) -> list[str]:
     """The `accelerate launch` options of the config's Accelerate fields; [] for one process on one
     machine (then the engine trains in its own process)."""

@@ -89,5 +89,10 @@ def test_several_gpus_go_to_the_launcher_on_both_lines(tmp_path):
     assert (launch.multi_gpu, launch.num_processes, launch.num_machines, launch.machine_rank) == (True, 4, 2, 1)
     assert (launch.main_process_ip, launch.main_process_port, launch.gpu_ids) == ("10.0.0.1", 29501, "0,1")
     assert not any(name in _options(sd_scripts_command(cfg).text) for name in ("num_processes", "gpu_ids"))
-    command, run_file = engine_command_line(cfg)  # Start's command: the engine starts the launcher itself
-    assert shlex.split(command)[-3:] == ["trainer", "--config", str(run_file)]
+    command, run_file = engine_command_line(cfg)  # the launcher the engine starts for Start
+    words = shlex.split(command)
+    assert words[words.index("-m") + 1] == "accelerate.commands.launch"
+    script = words.index("trainer")
+    assert words[script - 1:] == ["-m", "trainer", "--config", str(run_file)]
+    launch = launch_command_parser().parse_args(words[words.index("-m") + 2:script - 1] + ["x.py"])
+    assert (launch.num_processes, launch.machine_rank, launch.gpu_ids) == (4, 1, "0,1")

@@ -6,8 +6,8 @@ random weights and writes every figure to one JSON file. Numbers for the notes, 
 
 Cases: SD1.5 at 512 px, batch 1 and 8, bf16 and fp16 (accelerate's loss scaling), SDPA and xformers (where it
 imports), AdamW and bitsandbytes' AdamW8bit; SDXL at 1024 px, batch 1, bf16, gradient checkpointing, cached
-text-encoder outputs. For each: images per second, MFU, peak VRAM (allocated and reserved), whether every loss
-was finite, and whether diffusers' `load_lora_weights` takes the saved LoRA with every module in it.
+text-encoder outputs, with and without fp8_base. For each: images per second, MFU, peak VRAM (allocated and
+reserved), whether every loss was finite, and whether diffusers' `load_lora_weights` takes the saved LoRA with every module in it.
 
 MFU counts a LoRA training step as 2x the forward pass: about 0.80 TFLOP per 512 px SD1.5 image and 6.76 TFLOP
 per 1024 px SDXL image forward, against the card's dense bf16/fp16 peak (--peak-tflops; H100/H200 SXM: 989).
@@ -55,6 +55,7 @@ class Case:
     optimizer: str = "AdamW"
     gradient_checkpointing: bool = False
     cache_text_encoder_outputs: bool = False
+    fp8_base: bool = False
 
 
 @dataclass
@@ -81,8 +82,8 @@ def gpu_cases(xformers: bool, bitsandbytes: bool) -> list[Case]:
     if bitsandbytes:
         cases += [Case(f"sd15_512_b{b}_bf16_sdpa_adamw8bit", "sd15", 512, b, "bf16", optimizer="AdamW8bit")
                   for b in (1, 8)]
-    cases.append(Case("sdxl_1024_b1_bf16_gc_cached_te", "sdxl", 1024, 1, "bf16", gradient_checkpointing=True,
-                      cache_text_encoder_outputs=True))
+    cases += [Case(f"sdxl_1024_b1_bf16_gc_cached_te{'_fp8' if fp8 else ''}", "sdxl", 1024, 1, "bf16",
+                   gradient_checkpointing=True, cache_text_encoder_outputs=True, fp8_base=fp8) for fp8 in (False, True)]
     return cases
 
 
@@ -92,8 +93,8 @@ def smoke_cases(bitsandbytes: bool) -> list[Case]:
              Case("smoke_sd1_64_b2_fp16_adamw", "sd15", 64, 2, "fp16")]
     if bitsandbytes:
         cases.append(Case("smoke_sd1_64_b2_bf16_adamw8bit", "sd15", 64, 2, "bf16", optimizer="AdamW8bit"))
-    cases.append(Case("smoke_sdxl_64_b1_bf16_gc_cached_te", "sdxl", 64, 1, "bf16", gradient_checkpointing=True,
-                      cache_text_encoder_outputs=True))
+    cases.append(Case("smoke_sdxl_64_b1_bf16_gc_cached_te_fp8", "sdxl", 64, 1, "bf16", gradient_checkpointing=True,
+                      cache_text_encoder_outputs=True, fp8_base=True))
     return cases
 
 
@@ -143,7 +144,7 @@ def run_case(case: Case, model: Path, data: Path, work: Path, env: dict, peak_tf
                       cache_latents=True, xformers=case.attention == "xformers", sdpa=case.attention == "sdpa",
                       gradient_checkpointing=case.gradient_checkpointing,
                       cache_text_encoder_outputs=case.cache_text_encoder_outputs,
-                      network_train_unet_only=case.cache_text_encoder_outputs, seed=0)
+                      network_train_unet_only=case.cache_text_encoder_outputs, fp8_base=case.fp8_base, seed=0)
     cfg.save(out / "run.json")
     log = out / "steps.log"
     proc = subprocess.run([sys.executable, str(BENCH / "step_clock.py"), "-m", "trainer", "--config",

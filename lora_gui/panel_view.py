@@ -66,7 +66,24 @@ def render_progress(state: ViewState, lang: str) -> str:
         f'<div class="lg-progress-fill" style="width:{fill}"></div>'
         f'<span class="lg-progress-text">{esc(text)}</span></div>'
         f'<div class="lg-progress-stats">{" · ".join(esc(s) for s in stats)}</div>'
+        + render_resources(state, lang)
     )
+
+
+def render_resources(state: ViewState, lang: str) -> str:
+    """RAM and CPU of the engine, and on a GPU its memory (allocated / reserved / total) and utilisation."""
+    use = state.resources
+    if not state.active or not use:
+        return ""
+    parts = [t("panel.ram", lang, value=f"{use.get('ram_gib', 0):.1f}")]
+    if "vram_total_gib" in use:
+        parts.append(t("panel.vram", lang, allocated=f"{use.get('vram_allocated_gib', 0):.1f}",
+                       reserved=f"{use.get('vram_reserved_gib', 0):.1f}", total=f"{use['vram_total_gib']:.0f}"))
+    if "gpu_percent" in use:
+        parts.append(t("panel.gpu", lang, value=use["gpu_percent"]))
+    elif "cpu_percent" in use:
+        parts.append(t("panel.cpu", lang, value=use["cpu_percent"]))
+    return f'<div class="lg-resources" id="resource-line">{" · ".join(esc(p) for p in parts)}</div>'
 
 
 # the engine logs "stage 9/9: preview" when a stage begins, then "preview: 3/10 images" while it works

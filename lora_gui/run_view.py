@@ -56,6 +56,7 @@ class ViewState:
     sec_per_step: float = 0.0
     eta_sec: float = 0.0
     lr: float = 0.0
+    resources: dict[str, Any] = field(default_factory=dict)  # the last step's (trainer.training.resources)
     avg_loss: Optional[float] = None
     loss: list[tuple[int, float]] = field(default_factory=list)
     epoch_loss: list[tuple[int, float]] = field(default_factory=list)
@@ -125,6 +126,7 @@ def _fold_step(state: ViewState, event: Event) -> None:
     state.sec_per_step = float(event.get("sec_per_step") or 0.0)
     state.eta_sec = float(event.get("eta_sec") or 0.0)
     state.lr = float(event.get("lr") or 0.0)
+    state.resources = dict(event.get("resources") or {})
     if event.get("avg_loss") is not None:
         state.avg_loss = float(event["avg_loss"])
     if event.get("loss") is not None and len(state.loss) < MAX_LOSS_POINTS:

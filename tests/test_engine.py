@@ -260,6 +260,9 @@ def test_two_epoch_run_writes_kohya_files_config_and_events(tmp_path, tiny_sd1):
     assert [s["step"] for s in steps] == list(range(1, 13))
     assert [s["epoch"] for s in steps] == [1] * 6 + [2] * 6
     assert all(math.isfinite(s["loss"]) and s["total_steps"] == 12 and s["lr"] == 1e-3 for s in steps)
+    # the resource line: this engine process's memory (a model loaded: well above 100 MB) and CPU; no GPU here
+    assert all(0.1 < s["resources"]["ram_gib"] < 64 and s["resources"]["cpu_percent"] >= 0 for s in steps)
+    assert not any("vram_total_gib" in s["resources"] for s in steps)
     assert [e["epoch"] for e in of_type(events, "epoch")] == [1, 2]
     saved = of_type(events, "saved")
     assert [(s["kind"], s["epoch"], s["step"], s["path"]) for s in saved] == [
@@ -682,3 +685,24 @@ def test_torch_compile_trains_the_same_lora(tmp_path, tiny_sd1):
         runs[compiled] = (losses(events), file_tensors(Path(cfg.output_dir) / "tiny.safetensors"))
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4, abs=1e-5)
     assert runs[True][1].keys() == runs[False][1].keys()
+
+
+def test_fp8_base_stores_the_frozen_model_in_fp8_and_trains_the_lora(tmp_path, tiny_sd1):
+    """fp8_base (diffusers' layerwise casting, compute in fp32 on the CPU): the frozen layers are stored in
+    float8_e4m3fn, the LoRA is not, and the run learns about what the full-precision run learns."""
+    data = make_images(tmp_path / "img", count=2)
+    runs = {}
+    for fp8 in (False, True):
+        cfg = make_run_config(tmp_path / str(fp8), tiny_sd1, data, max_train_epochs=3, save_every_n_epochs=0,
+                              fp8_base=fp8)
+        code, events = train(cfg)
+        assert_completed(code, events)
+        runs[fp8] = (losses(events), file_tensors(Path(cfg.output_dir) / "tiny.safetensors"), events)
+    notes = [e["message"] for e in of_type(runs[True][2], "log") if e["message"].startswith("fp8 base")]
+    assert len(notes) == 1 and int(notes[0].split()[2]) > 50, notes  # the tiny SD1 UNet + CLIP have ~100
+    assert all(t.dtype == torch.float32 for t in runs[True][1].values())  # the LoRA trains in its own dtype
+    assert runs[True][1].keys() == runs[False][1].keys()
+    fp8_losses, full_losses = runs[True][0], runs[False][0]
+    assert all(math.isfinite(x) for x in fp8_losses)
+    assert fp8_losses != full_losses  # the base really computes from fp8-rounded weights
+    assert sum(fp8_losses) == pytest.approx(sum(full_losses), rel=0.1)

@@ -15,7 +15,7 @@ from trainer.events import EVENT_FIELDS
 SHAPED = {"paths": ["a.png", "b.png"], "prompts": ["a red disc"], "files": ["out.safetensors"], "buckets": [[512, 512]],
           "params": {}, "status": "completed", "message": "hello", "code": "some_code", "field": "learning_rate",
           "hint": "a hint", "kind": "lora", "name": "train", "device": "cpu", "config_path": "run.json",
-          "path": "out.safetensors"}
+          "path": "out.safetensors", "resources": {"ram_gib": 1.5, "cpu_percent": 100}}
 
 
 class ReadRecorder(dict):

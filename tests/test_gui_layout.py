@@ -73,3 +73,15 @@ def test_action_bar_events_show_no_gradio_timers():
                 seen.add(ids[target_id])
                 assert dep["show_progress"] == "hidden", ids[target_id]
     assert seen == buttons
+
+
+def test_the_resource_line_shows_ram_and_cpu_or_the_gpu():
+    state = ViewState(status="running", step=3, total_steps=10, sec_per_step=1.2,
+                      resources={"ram_gib": 5.234, "cpu_percent": 187})
+    assert "RAM 5.2 GiB · CPU 187 %" in render_progress(state, "en")
+    state.resources = {"ram_gib": 9.0, "cpu_percent": 99, "vram_allocated_gib": 3.14, "vram_reserved_gib": 4.5,
+                       "vram_total_gib": 79.6, "gpu_percent": 97}
+    text = render_progress(state, "en")
+    assert "VRAM 3.1 / 4.5 / 80 GiB" in text and "GPU 97 %" in text and "CPU" not in text
+    state.status = "completed"  # a finished run uses nothing: no stale line
+    assert "resource-line" not in render_progress(state, "en")

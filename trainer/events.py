@@ -20,7 +20,7 @@ from typing import Any, Optional
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "start": ("total_steps", "epochs", "steps_per_epoch", "num_train_images", "num_reg_images",
               "buckets", "resumed_from_step", "config_path", "device"),
-    "step": ("step", "total_steps", "epoch", "loss", "avg_loss", "lr", "sec_per_step", "eta_sec"),
+    "step": ("step", "total_steps", "epoch", "loss", "avg_loss", "lr", "sec_per_step", "eta_sec", "resources"),
     "epoch": ("epoch", "epochs", "avg_loss"),
     "sample": ("step", "epoch", "paths", "prompts"),
     "saved": ("path", "kind", "epoch", "step", "size_bytes"),

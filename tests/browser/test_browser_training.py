@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from playwright.sync_api import expect
@@ -53,6 +54,8 @@ def test_stop_mid_run_saves_a_file(open_page, shot, tmp_path):
     set_field(page, "max_train_epochs", 50)  # 2000 steps: long enough to stop
     start_run(page)
     wait_step(page, 3, RUN_TIMEOUT)
+    expect(page.locator("#resource-line")).to_contain_text(re.compile(r"RAM \d+\.\d GiB · CPU \d+ %"),
+                                                           timeout=30_000)  # the engine's use of this machine
     page.click("#stop-button")
     expect(page.locator("#panel-notice")).to_contain_text("Stop requested")
     assert wait_status(page, ("stopped", "completed", "failed"), RUN_TIMEOUT) == "stopped", \

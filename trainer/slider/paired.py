@@ -30,6 +30,7 @@ from trainer.training.batches import Batch, Shard
 from trainer.training.conditioning import Conditioner
 from trainer.training.loop import TrainingRun
 from trainer.training.loss import DiffusionObjective
+from trainer.training.resources import ResourceMeter
 
 
 @dataclass
@@ -169,13 +170,14 @@ class PairedHooks:
     events: SliderEvents
     state_dir: Path  # where a stop saves the state to resume from
     generator: torch.Generator
+    meter: ResourceMeter
 
     def started(self, run: TrainingRun) -> None:
         pass  # the slider stream's start and stage events come from trainer/slider/run.py
 
     def stepped(self, run: TrainingRun, loss: float, seconds: float) -> None:
         self.events.step_done(loss=loss, lr=run.optimizer.param_groups[0]["lr"] or 0.0, sec_per_step=seconds,
-                              epoch=1)
+                              epoch=1, resources=self.meter.read())
 
     def epoch_ended(self, run: TrainingRun) -> None:
         pass
@@ -240,7 +242,8 @@ def build_paired_run(spec: SliderSpec, files: SliderFiles, events: SliderEvents,
     run = TrainingRun(cfg, accelerator, model.network, batches, PairedObjective(diffusion, model.network,
                                                                                 spec.slider_scale),
                       optimizer, lr_scheduler, TrainPosition(0, 0, 0, []), stop,
-                      PairedHooks(events, files.stopped_lora.with_name(files.stopped_lora.stem + "-state"), generator))
+                      PairedHooks(events, files.stopped_lora.with_name(files.stopped_lora.stem + "-state"), generator,
+                                  ResourceMeter(accelerator.device)))
     if resume is not None:
         restore(run, resume, generator, source=cfg.resume, events=events.train_fields())
         events.step += run.position.global_step  # the steps done before the stop count as done

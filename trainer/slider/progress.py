@@ -61,7 +61,8 @@ class SliderEvents:
         self.step += stage.steps
         self.log(f"{stage.name}: {reason}")
 
-    def step_done(self, *, loss: float, lr: float, sec_per_step: float, epoch: int) -> None:
+    def step_done(self, *, loss: float, lr: float, sec_per_step: float, epoch: int,
+                  resources: Optional[dict] = None) -> None:
         """One optimizer step of the current training."""
         self.step += 1
         self._sec_per_step = (self._sec_per_step + [sec_per_step])[-ETA_WINDOW:]
@@ -69,7 +70,7 @@ class SliderEvents:
         mean = sum(self._sec_per_step) / len(self._sec_per_step)
         self.emit("step", step=self.step, total_steps=self.total_steps, epoch=epoch, loss=loss,
                   avg_loss=sum(self._losses) / len(self._losses), lr=lr, sec_per_step=sec_per_step,
-                  eta_sec=mean * max(0, self.total_steps - self.step))
+                  eta_sec=mean * max(0, self.total_steps - self.step), resources=resources or {})
 
     def saved(self, path: Path, *, kind: str, epoch: int) -> None:
         path = Path(path)

@@ -5,6 +5,7 @@ samples (the other processes' event writer writes nothing); saves go through the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
@@ -14,6 +15,7 @@ from trainer.events import EventWriter
 from trainer.training.checkpoint import CheckpointWriter, RunFiles
 from trainer.training.loop import TrainingRun
 from trainer.training.model_setup import ModelSetup
+from trainer.training.resources import ResourceMeter
 
 
 @dataclass
@@ -27,6 +29,7 @@ class TrainingHooks:
     device: torch.device
     weight_dtype: torch.dtype
     step_times: list[float] = field(default_factory=list)
+    meter: Optional[ResourceMeter] = None
 
     # ---- events ----------------------------------------------------------------------------------
     def started(self, run: TrainingRun) -> None:
@@ -45,7 +48,8 @@ class TrainingHooks:
         self.events.emit(
             "step", step=pos.global_step, total_steps=total, epoch=pos.epoch + 1, loss=loss,
             avg_loss=sum(pos.loss_history) / len(pos.loss_history), lr=run.optimizer.param_groups[0]["lr"] or 0.0,
-            sec_per_step=seconds, eta_sec=sum(self.step_times) / len(self.step_times) * (total - pos.global_step))
+            sec_per_step=seconds, eta_sec=sum(self.step_times) / len(self.step_times) * (total - pos.global_step),
+            resources=self.meter.read() if self.meter else {})
         cfg, step = self.cfg, pos.global_step
         if cfg.save_every_n_steps and step % cfg.save_every_n_steps == 0 and step < total:
             self.checkpoints.save(self.files.step_lora(step), kind="step", epoch=pos.epoch + 1, step=step)

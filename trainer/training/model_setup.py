@@ -57,6 +57,10 @@ def setup_model(cfg: TrainConfig, info: ModelInfo, family: ModelFamily, *, devic
         report = network.load_lora_file(read_lora_file(cfg.network_weights))
         events.emit("log", message=f"network weights {cfg.network_weights}: {report}")
 
+    if cfg.fp8_base:
+        count = store_base_in_fp8([comp.unet, *comp.text_encoders], compute_dtype=precision.weight_dtype)
+        events.emit("log", message=f"fp8 base: {count} frozen layers stored in float8_e4m3fn, computed in "
+                    f"{str(precision.weight_dtype).removeprefix('torch.')}")
     if cfg.torch_compile:  # in place: the module, its parameters and the LoRA's names stay as they are
         comp.unet.compile(backend=cfg.dynamo_backend)
         events.emit("log", message=f"UNet compiled with torch.compile ({cfg.dynamo_backend}): the first steps "
@@ -66,3 +70,39 @@ def setup_model(cfg: TrainConfig, info: ModelInfo, family: ModelFamily, *, devic
         events.emit("log", message=note)
     comp.vae.to(device, dtype=vae_dtype)  # encoding images, and decoding samples
     return ModelSetup(info, family, comp, network, train_unet, train_te, vae_dtype)
+
+
+class _StoredInFp8(torch.nn.Module):
+    """A weight parametrization: kept as float8_e4m3fn, seen by its layer as `compute_dtype`."""
+
+    def __init__(self, compute_dtype: torch.dtype):
+        super().__init__()
+        self.compute_dtype = compute_dtype
+
+    def forward(self, stored: torch.Tensor) -> torch.Tensor:
+        return stored.to(self.compute_dtype)
+
+    def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor]:
+        return (weight.to(torch.float8_e4m3fn),)  # a tuple: parametrize allows a change of dtype only so
+
+
+def store_base_in_fp8(models: list[torch.nn.Module], *, compute_dtype: torch.dtype) -> int:
+    """sd-scripts' fp8_base: each frozen linear and convolution weight is stored in float8_e4m3fn and cast to
+    `compute_dtype` whenever its layer uses it; norms, embeddings and the LoRA (peft's `lora_*`) stay as
+    they are. Returns the number of layers stored in fp8.
+
+    Written here because the libraries' ways do not fit training: diffusers' layerwise casting swaps each
+    weight's data back to fp8 after the forward, under the tensor autograd saved for the backward (it is made
+    for inference), and autocast's casting (what sd-scripts relies on) exists only under CUDA mixed precision.
+    A parametrization gives the backward the cast copy it used, in every precision."""
+    from torch.nn.utils import parametrize
+
+    count = 0
+    for model in models:
+        for name, module in model.named_modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and "lora_" not in name \
+                    and not module.weight.requires_grad:
+                parametrize.register_parametrization(module, "weight", _StoredInFp8(compute_dtype), unsafe=True)
+                module.parametrizations.weight.original0.requires_grad_(False)
+                count += 1
+    return count

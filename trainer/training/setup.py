@@ -26,6 +26,7 @@ from trainer.training.loop import TrainingRun
 from trainer.training.loss import DiffusionObjective
 from trainer.training.model_setup import ModelSetup, setup_model
 from trainer.training.noise import NoiseSchedule
+from trainer.training.resources import ResourceMeter
 from trainer.training.state import LoadedState, TrainPosition, restore_rng
 
 
@@ -54,7 +55,8 @@ def build_training_run(cfg: TrainConfig, *, accelerator: Accelerator, precision:
     metadata = RunMetadata(cfg, model, scan, plan, accelerator.num_processes)
     writer = CheckpointWriter(files, events, stop, accelerator, model.network, optimizer, lr_scheduler, generator,
                               position, metadata, cfg.save_precision, cfg.save_state)
-    hooks = TrainingHooks(cfg, plan, events, files, writer, model, device, precision.weight_dtype)
+    hooks = TrainingHooks(cfg, plan, events, files, writer, model, device, precision.weight_dtype,
+                          meter=ResourceMeter(device))
     batches = DatasetBatches(dataset, Shard(accelerator.process_index, accelerator.num_processes,
                                             cfg.train_batch_size),
                              workers=cfg.max_data_loader_n_workers, persistent=cfg.persistent_data_loader_workers,

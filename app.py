@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import socket
 import sys
 import webbrowser
@@ -44,6 +45,9 @@ def port_in_use(host: str, port: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # "press Ctrl+C here to quit" holds even when the app was started with SIGINT ignored (a shell's `cmd &`
+    # or nohup passes that on, and Python then installs no KeyboardInterrupt handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from lora_gui import APP_DIR
 
     os.chdir(APP_DIR)  # relative paths in presets and the demo live here

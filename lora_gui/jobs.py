@@ -60,6 +60,10 @@ class JobFiles:
     def stop(self) -> Path:
         return self.output_dir / f"{self.name}.stop"
 
+    def control(self, request: str) -> Path:
+        """The engine's control file for `request` (save_now, sample_now; README: control files)."""
+        return self.output_dir / f"{self.name}.{request}"
+
 
 @dataclass
 class JobRequest:
@@ -221,6 +225,20 @@ class JobManager:
             self.state.status = "stopping"
             self.state.bump("status")
             return "job.stop_requested"
+
+    def request(self, request: str) -> str:
+        """Ask the running training for "save_now" or "sample_now" (answered after the current step).
+        Returns a catalog key describing what happened."""
+        with self.lock:
+            self.refresh(force=True)
+            job = self.job
+            if job is None or job.proc is None or not self.state.active or job.kind != "train":
+                return "job.request_not_running"
+            try:
+                job.files.control(request).touch()
+            except OSError:
+                return "job.request_failed"
+            return f"job.{request}_requested"
 
     # ---- following ------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> ViewState:

@@ -26,16 +26,21 @@ def _engine_files() -> list[Path]:
 def engine_reads() -> set[str]:
     """Fields the engine reads: `<obj>.<field>` anywhere in it, or the field's name as a string (getattr and
     tables such as the family traits' field lists), except config.py's own strings (its field checks)."""
-    names = set(TrainConfig.field_names())
     found: set[str] = set()
     for path in _engine_files():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
         in_config = path.name == "config.py" and path.parent.name == "trainer"
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and node.attr in names:
-                found.add(node.attr)
-            elif isinstance(node, ast.Constant) and node.value in names and not in_config:
-                found.add(node.value)
+        found |= reads_in(path.read_text(encoding="utf-8"), strings_count=not in_config)
+    return found
+
+
+def reads_in(source: str, *, strings_count: bool = True) -> set[str]:
+    names = set(TrainConfig.field_names())
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and node.attr in names:
+            found.add(node.attr)
+        elif isinstance(node, ast.Constant) and node.value in names and strings_count:
+            found.add(node.value)
     return found
 
 
@@ -64,7 +69,9 @@ def test_fields_that_work_are_not_marked():
     assert not i18n.field_help("learning_rate", "en").endswith(marker)
 
 
-def test_the_scanner_sees_reads():
-    reads = engine_reads()
-    assert {"learning_rate", "network_dim", "output_name"} <= reads
-    assert "logging_dir" not in reads
+def test_the_scanner_sees_reads_and_nothing_else():
+    assert {"learning_rate", "network_dim", "output_name", "logging_dir"} <= engine_reads()
+    source = ("def f(cfg):\n    cfg.seed = 3  # a write, and network_dim in a comment\n"
+              "    return cfg.learning_rate, getattr(cfg, 'clip_skip')\n")
+    assert reads_in(source) == {"learning_rate", "clip_skip"}
+    assert reads_in(source, strings_count=False) == {"learning_rate"}

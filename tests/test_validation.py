@@ -210,6 +210,14 @@ def test_output_dir_is_a_file(good, tmp_path):
     one(good.replace(output_dir=str(tmp_path / "out.txt")), "output_dir_not_folder", "output_dir", "error")
 
 
+def test_logging_dir_under_a_file(good, tmp_path):
+    (tmp_path / "logs.txt").write_text("x")
+    one(good.replace(logging_dir=str(tmp_path / "logs.txt" / "runs")), "logging_dir_not_folder", "logging_dir",
+        "error")
+    assert not [i for i in validate(good.replace(logging_dir=str(tmp_path / "new" / "logs")))
+                if i.field == "logging_dir"]  # a folder that does not exist yet is made
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write anywhere")
 def test_output_dir_not_writable(good, tmp_path):
     locked = tmp_path / "locked"

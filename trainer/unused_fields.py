@@ -8,5 +8,4 @@ the work that makes the field real; remove the entry with it. Torch-free.
 from __future__ import annotations
 
 NOT_USED_YET: dict[str, str] = {
-    "logging_dir": "the TensorBoard logging issue: write training logs under logging_dir (DESIGN.md, training/)",
 }

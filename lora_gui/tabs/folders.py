@@ -13,6 +13,7 @@ from lora_gui.page import Page
 from lora_gui.panel_view import esc
 from lora_gui.prepare import PrepareError, prepare_folders
 from lora_gui.tabs.common import render_sections, tab_intro
+from lora_gui.tensorboard_server import SERVER, TensorBoardError
 
 
 def build(page: Page) -> None:
@@ -23,7 +24,13 @@ def build(page: Page) -> None:
             gr.Button(page.t("folders.free_name"), size="sm", visible=False, elem_id="free-name"),
             value="folders.free_name")
 
+    def tensorboard_button() -> None:  # under the logging folder
+        page.parts["tensorboard"] = page.text(
+            gr.Button(page.t("tensorboard.open"), size="sm", elem_id="open-tensorboard"), value="tensorboard.open")
+        page.parts["tensorboard_link"] = gr.HTML("", elem_id="tensorboard-link")
+
     page.extras["output_name"] = free_name_button
+    page.extras["logging_dir"] = tensorboard_button
     render_sections(page, "folders", open_sections=())
     page.parts["dataset"] = gr.HTML("", elem_id="dataset-summary")
     _build_prepare(page)
@@ -83,8 +90,22 @@ def wire(page: Page, lang_box: Any) -> None:
     def pick_free_name(output_dir: str, name: str) -> str:
         return free_output_name(Path(output_dir), name)
 
+    page.parts["tensorboard"].click(open_tensorboard, [page.fields["logging_dir"], lang_box],
+                                    [page.parts["tensorboard_link"]])
     page.parts["free_name"].click(pick_free_name, [page.fields["output_dir"], page.fields["output_name"]],
                                   [page.fields["output_name"]])
+
+
+def open_tensorboard(logging_dir: str, lang: str) -> str:
+    """Start (or reuse) the TensorBoard server on the logging folder; a link to it, or why not."""
+    try:
+        url = SERVER.open(logging_dir or "")
+    except TensorBoardError as exc:
+        return f'<div class="lg-issue lg-issue-error">✖ {esc(i18n.t(exc.key, lang, **exc.params))}</div>'
+    except OSError as exc:
+        return f'<div class="lg-issue lg-issue-error">✖ {esc(i18n.t("tensorboard.failed", lang, error=str(exc)))}</div>'
+    text = esc(i18n.t("tensorboard.running", lang, url=url))
+    return f'<div class="lg-note ok">✔ <a href="{esc(url)}" target="_blank" rel="noopener">{text}</a></div>'
 
 
 def free_output_name(output_dir: Path, name: str) -> str:

@@ -6,6 +6,8 @@ the same run. A timer polls once a second and redraws only the parts whose versi
 
 from __future__ import annotations
 
+import functools
+
 import json
 from typing import Any, Callable
 
@@ -31,6 +33,10 @@ def build(page: Page) -> None:
                               value="btn.start")
             stop = page.text(gr.Button(page.t("btn.stop"), variant="stop", elem_id="stop-button", scale=1,
                                        interactive=False), value="btn.stop")
+            save_now = page.text(gr.Button(page.t("btn.save_now"), variant="secondary", elem_id="save-now-button",
+                                           scale=1, interactive=False), value="btn.save_now")
+            sample_now = page.text(gr.Button(page.t("btn.sample_now"), variant="secondary", elem_id="sample-now-button",
+                                             scale=1, interactive=False), value="btn.sample_now")
             show_cmd = page.text(gr.Button(page.t("btn.print"), variant="secondary", elem_id="print-button", scale=1),
                                  value="btn.print")
         notice = gr.HTML("", elem_id="panel-notice")
@@ -63,6 +69,7 @@ def build(page: Page) -> None:
                                label="panel.sd_scripts_line")
             sd_notes = gr.HTML("", elem_id="sd-scripts-notes")
         timer = gr.Timer(1.0)
+    page.parts.update(save_now=save_now, sample_now=sample_now)
     page.parts.update(results=results, overview=overview, start=start, stop=stop, show_cmd=show_cmd, notice=notice, status=status,
                       progress=progress, loss=loss, files=files, gallery=gallery, log=log, cmd_box=cmd_box,
                       cmd=cmd, run_json=run_json, sd_cmd=sd_cmd, sd_notes=sd_notes, timer=timer, seen=gr.State({}))
@@ -83,13 +90,17 @@ def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any
                      concurrency_id="job-control", show_progress="hidden")
     p["stop"].click(handlers.stop, [lang_box], [p["notice"]], concurrency_limit=1, concurrency_id="job-control",
                     show_progress="hidden")
+    for request in ("save_now", "sample_now"):
+        p[request].click(functools.partial(handlers.request, request), [lang_box], [p["notice"]], concurrency_limit=1,
+                         concurrency_id="job-control", show_progress="hidden")
     p["show_cmd"].click(handlers.print_command, fields + [lang_box],
                         check_outputs + [p["cmd_box"], p["cmd"], p["run_json"], p["sd_cmd"], p["sd_notes"], p["notice"]],
                         show_progress="hidden")
 
 
 # what the timer redraws, in the order refresh_panel returns them
-PANEL_OUTPUTS = ("seen", "status", "progress", "loss", "gallery", "files", "log", "stop", "start", "notice", "results")
+PANEL_OUTPUTS = ("seen", "status", "progress", "loss", "gallery", "files", "log", "stop", "save_now", "sample_now",
+                 "start", "notice", "results")
 
 
 class PanelHandlers:
@@ -130,6 +141,11 @@ class PanelHandlers:
         level = "ok" if key in ("job.stop_requested", "job.stop_killed") else "warning"
         return _notice(i18n.t(key, lang), level)
 
+    def request(self, request: str, lang: str) -> str:
+        """Save now / Sample now."""
+        key = self.manager.request(request)
+        return _notice(i18n.t(key, lang), "ok" if key.endswith("_requested") else "warning")
+
     def print_command(self, *args: Any) -> list[Any]:
         values, lang = args[:-1], args[-1]
         check, check_updates = self.run_check(values, lang)
@@ -164,6 +180,7 @@ def _panel_updates(state: ViewState, changed: dict[str, bool], seen: dict, lang:
         render_files(state, lang) if changed["files"] else gr.skip(),
         _log_text(state, lang) if changed["log"] else gr.skip(),
         gr.update(interactive=state.active) if status else gr.skip(),  # Stop
+        *[gr.update(interactive=state.active and state.kind == "train") if status else gr.skip()] * 2,  # Save/Sample now
         # during a run Start is grey and cannot be pressed (one job at a time; the server refuses a second too)
         (gr.update(interactive=not state.active, variant="secondary" if state.active else "primary") if status
          else gr.skip()),

@@ -56,6 +56,14 @@ def test_stop_mid_run_saves_a_file(open_page, shot, tmp_path):
     wait_step(page, 3, RUN_TIMEOUT)
     expect(page.locator("#resource-line")).to_contain_text(re.compile(r"RAM \d+\.\d GiB · CPU \d+ %"),
                                                            timeout=30_000)  # the engine's use of this machine
+    page.click("#save-now-button")  # answered after the current step: a step LoRA in the files
+    expect(page.locator("#panel-notice")).to_contain_text("Save requested")
+    expect(page.locator("#saved-files")).to_contain_text("stop_me-step", timeout=RUN_TIMEOUT * 1000)
+    before = page.locator("#sample-gallery img").count()
+    page.click("#sample-now-button")  # the demo's 5 prompts drawn now
+    expect(page.locator("#panel-notice")).to_contain_text("Samples requested")
+    page.wait_for_function(f"document.querySelectorAll('#sample-gallery img').length > {before}",
+                           timeout=RUN_TIMEOUT * 1000)
     page.click("#stop-button")
     expect(page.locator("#panel-notice")).to_contain_text("Stop requested")
     assert wait_status(page, ("stopped", "completed", "failed"), RUN_TIMEOUT) == "stopped", \

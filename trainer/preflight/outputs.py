@@ -113,3 +113,23 @@ def _free_name(folder: Path, name: str, ext: str) -> str:
     while (folder / f"{name}_{n}{ext}").exists():
         n += 1
     return f"{name}_{n}"
+
+
+@rule("logging_dir_not_folder", "tensorboard_missing")
+def logging_folder(ctx: Context) -> Iterator[Finding]:
+    """TensorBoard logs go under logging_dir: a folder that can be made, and the tensorboard package."""
+    import importlib.util
+
+    value = ctx.cfg.logging_dir.strip()
+    if not value:
+        return
+    p = Path(value).expanduser()
+    existing = next((a for a in (p, *p.parents) if a.exists()), None)
+    if existing is not None and not existing.is_dir():
+        yield issue("logging_dir", ERROR, "logging_dir_not_folder",
+                    f"The logging folder {value} cannot be made: {existing} is a file. Choose a folder, or leave "
+                    "the field empty for no TensorBoard logs.", path=str(existing))
+    elif importlib.util.find_spec("tensorboard") is None:
+        yield issue("logging_dir", ERROR, "tensorboard_missing",
+                    "TensorBoard logs need the tensorboard package, which is not installed. Install it "
+                    "(pip install tensorboard), or leave the logging folder empty.")

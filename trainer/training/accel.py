@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from trainer.config import TrainConfig
+from trainer.training.tensorboard_log import tracker_options
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def make_accelerator(cfg: TrainConfig) -> tuple[Accelerator, Precision]:
     cuda = torch.cuda.is_available()
     precision = resolve_precision(cfg, cuda=cuda)
     accelerator = Accelerator(mixed_precision=precision.mixed_precision, cpu=not cuda,
-                              step_scheduler_with_optimizer=False)
+                              step_scheduler_with_optimizer=False, **tracker_options(cfg))
     set_seed(cfg.seed)
     return accelerator, precision
 

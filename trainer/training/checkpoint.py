@@ -32,6 +32,10 @@ class RunFiles:
     def step_lora(self, step: int) -> Path:
         return self.lora(f"-step{step:08d}")
 
+    def control(self, request: str) -> Path:
+        """The control file that asks the running engine for `request` (stop, save_now, sample_now)."""
+        return self.output_dir / f"{self.name}.{request}"
+
     def state_dir(self, lora_path: Path) -> Path:
         return lora_path.with_name(lora_path.stem + "-state")
 

@@ -12,10 +12,12 @@ import torch
 from trainer.config import TrainConfig
 from trainer.data.steps import StepPlan
 from trainer.events import EventWriter
+from trainer.training.accel import any_process
 from trainer.training.checkpoint import CheckpointWriter, RunFiles
 from trainer.training.loop import TrainingRun
 from trainer.training.model_setup import ModelSetup
 from trainer.training.resources import ResourceMeter
+from trainer.training.tensorboard_log import TensorBoardLog
 
 
 @dataclass
@@ -30,6 +32,7 @@ class TrainingHooks:
     weight_dtype: torch.dtype
     step_times: list[float] = field(default_factory=list)
     meter: Optional[ResourceMeter] = None
+    tensorboard: Optional[TensorBoardLog] = None
 
     # ---- events ----------------------------------------------------------------------------------
     def started(self, run: TrainingRun) -> None:
@@ -39,6 +42,8 @@ class TrainingHooks:
             num_train_images=plan.num_train_images, num_reg_images=plan.num_reg_images,
             buckets=plan.bucket_table(), resumed_from_step=pos.global_step,
             config_path=str(self.files.config_json), device=str(self.device))
+        if self.tensorboard is not None and self.tensorboard.on:
+            self.events.emit("log", message=f"TensorBoard logs in {self.tensorboard.folder}")
         if self.cfg.sample_at_first and pos.global_step == 0:
             self.sample(step=0, epoch=0)
 
@@ -50,12 +55,35 @@ class TrainingHooks:
             avg_loss=sum(pos.loss_history) / len(pos.loss_history), lr=run.optimizer.param_groups[0]["lr"] or 0.0,
             sec_per_step=seconds, eta_sec=sum(self.step_times) / len(self.step_times) * (total - pos.global_step),
             resources=self.meter.read() if self.meter else {})
+        if self.tensorboard is not None:
+            self.tensorboard.step(pos.global_step, loss=loss, avg_loss=sum(pos.loss_history) / len(pos.loss_history),
+                                  param_groups=run.optimizer.param_groups, seconds=seconds)
         cfg, step = self.cfg, pos.global_step
         if cfg.save_every_n_steps and step % cfg.save_every_n_steps == 0 and step < total:
             self.checkpoints.save(self.files.step_lora(step), kind="step", epoch=pos.epoch + 1, step=step)
         n = cfg.sample_every_n_steps
         if n > 0 and cfg.sample_every_n_epochs == 0 and step % n == 0:
             self.sample(step=step, epoch=pos.epoch + 1)
+        self.answer_requests(run)
+
+    def answer_requests(self, run: TrainingRun) -> None:
+        """Save now / Sample now: `<output_name>.save_now` or `.sample_now` in the output folder is answered
+        after the step it is seen at, and removed (the page creates them; so can anyone)."""
+        pos, main = run.position, self.checkpoints.accelerator.is_main_process
+        for request in ("save_now", "sample_now"):
+            control = self.files.control(request)
+            if not any_process(run.accelerator, control.exists()):
+                continue
+            if main:
+                control.unlink(missing_ok=True)
+            nothing = request == "sample_now" and not self.cfg.sample_prompts.strip()
+            self.events.emit("log", message=f"{request.replace('_', ' ')} requested at step {pos.global_step}"
+                             + (" (no sample prompts are set: nothing to draw)" if nothing else ""))
+            if request == "sample_now":
+                self.sample(step=pos.global_step, epoch=pos.epoch + 1)
+            elif not self.files.step_lora(pos.global_step).exists():  # this step may have been saved already
+                self.checkpoints.save(self.files.step_lora(pos.global_step), kind="step", epoch=pos.epoch + 1,
+                                      step=pos.global_step)
 
     def epoch_ended(self, run: TrainingRun) -> None:
         cfg, pos, plan = self.cfg, run.position, self.plan
@@ -74,13 +102,19 @@ class TrainingHooks:
         self.events.emit("log", message=f"stop requested: saving at step {pos.global_step}")
         # an older stopped LoRA of this run name is replaced, its state too
         self.checkpoints.save(self.files.lora("-stopped"), kind="stopped", epoch=pos.epoch + 1, step=pos.global_step)
+        self._close_logs()
         return "stopped"
 
     def completed(self, run: TrainingRun) -> str:
         pos = run.position
         final_epoch = min(pos.epoch + (1 if pos.batch_in_epoch else 0), self.plan.epochs) or 1
         self.checkpoints.save(self.files.lora(), kind="final", epoch=final_epoch, step=pos.global_step)
+        self._close_logs()
         return "completed"
+
+    def _close_logs(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     # ---- samples -----------------------------------------------------------------------------------
     def sample(self, *, step: int, epoch: int) -> None:
@@ -97,3 +131,5 @@ class TrainingHooks:
         model.network.train()  # sampling switched the models to eval mode (network dropout)
         self.events.emit("sample", step=step, epoch=epoch, paths=[str(x) for x in paths],
                          prompts=[pr.prompt for pr in prompts])
+        if self.tensorboard is not None:
+            self.tensorboard.samples(step, paths)

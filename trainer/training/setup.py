@@ -27,6 +27,7 @@ from trainer.training.loss import DiffusionObjective
 from trainer.training.model_setup import ModelSetup, setup_model
 from trainer.training.noise import NoiseSchedule
 from trainer.training.resources import ResourceMeter
+from trainer.training.tensorboard_log import TensorBoardLog
 from trainer.training.state import LoadedState, TrainPosition, restore_rng
 
 
@@ -56,7 +57,7 @@ def build_training_run(cfg: TrainConfig, *, accelerator: Accelerator, precision:
     writer = CheckpointWriter(files, events, stop, accelerator, model.network, optimizer, lr_scheduler, generator,
                               position, metadata, cfg.save_precision, cfg.save_state)
     hooks = TrainingHooks(cfg, plan, events, files, writer, model, device, precision.weight_dtype,
-                          meter=ResourceMeter(device))
+                          meter=ResourceMeter(device), tensorboard=TensorBoardLog(accelerator, cfg))
     batches = DatasetBatches(dataset, Shard(accelerator.process_index, accelerator.num_processes,
                                             cfg.train_batch_size),
                              workers=cfg.max_data_loader_n_workers, persistent=cfg.persistent_data_loader_workers,

@@ -38,6 +38,7 @@ TORCH_FREE = (
     "trainer.fileio",
     "trainer.machine",
     "trainer.prompts",
+    "trainer.resumable",
     "trainer.kohya_import",
     "trainer.validation",
     "trainer.preflight.*",

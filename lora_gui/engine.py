@@ -266,6 +266,13 @@ def engine_launch_command(cfg: TrainConfig, run_json: Path) -> list[str]:
     return launch_command(cfg, run_json) if wants_several_processes(cfg) else engine_command(run_json)
 
 
+def resumable_states(output_dir: str) -> list[Any]:
+    """trainer.resumable.find_resumable_states: the output folder's state folders, newest first."""
+    from trainer.resumable import find_resumable_states
+
+    return find_resumable_states(output_dir)
+
+
 def accelerate_launch_options(cfg: TrainConfig) -> list[str]:
     """The `accelerate launch` options of the config's Accelerate fields; [] for one process on one
     machine (then the engine trains in its own process)."""

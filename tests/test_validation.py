@@ -242,6 +242,18 @@ def test_output_file_already_exists(good, save_as, existing):
     assert "Change the output name" in hit.message
 
 
+def test_resuming_continues_the_files_of_its_run_but_not_over_its_final_file(good):
+    out = Path(good.output_dir)
+    (out / "disc-stopped-state").mkdir(parents=True)
+    for name in ("disc-stopped.safetensors", "disc-000002.safetensors"):
+        (out / name).write_bytes(b"x")
+    resumed = good.replace(resume=str(out / "disc-stopped-state"))
+    assert [i.code for i in validate(resumed) if i.field == "output_name"] == []
+    assert [i.code for i in validate(good) if i.field == "output_name"] == ["output_exists"]
+    (out / "disc.safetensors").write_bytes(b"x")  # the run's end is already there: its final save would clash
+    one(resumed, "output_exists", "output_name", "error")
+
+
 # ---- network, optimizer, scheduler -----------------------------------------------------------------
 
 def test_alpha_above_rank(good):

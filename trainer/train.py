@@ -108,8 +108,6 @@ def run_training(cfg: TrainConfig, *, events: EventWriter, stop: Optional[StopSi
     stop = stop or StopSignal(Path(cfg.output_dir) / f"{cfg.output_name}.stop")
     ctx, findings = preflight(cfg)
     errors = errors_of(findings)
-    if cfg.resume:  # resuming continues a run whose files already exist
-        errors = [f for f in errors if f.code != "output_exists"]
     for finding in warnings_of(findings) + errors:
         events.emit(finding.level, **finding.event_fields())
     if errors:

@@ -18,6 +18,7 @@ from lora_gui.checks import FormCheck
 from lora_gui.run_view import PARTS, ViewState
 from lora_gui.command_line import SdScriptsCommand, engine_command_line, sd_scripts_command
 from lora_gui.jobs import JobManager, JobRefused, run_config_text
+from lora_gui.tabs import resume
 from lora_gui.page import Page
 from lora_gui.panel_view import (esc, gallery_items, render_files, render_loss_chart, render_progress,
                                  render_status, stage_busy)
@@ -90,6 +91,7 @@ def wire(page: Page, manager: JobManager, lang_box: Any, check_outputs: list[Any
                      concurrency_id="job-control", show_progress="hidden")
     p["stop"].click(handlers.stop, [lang_box], [p["notice"]], concurrency_limit=1, concurrency_id="job-control",
                     show_progress="hidden")
+    resume.wire(page, lang_box, handlers.start, check_outputs + [p["notice"]])
     for request in ("save_now", "sample_now"):
         p[request].click(functools.partial(handlers.request, request), [lang_box], [p["notice"]], concurrency_limit=1,
                          concurrency_id="job-control", show_progress="hidden")

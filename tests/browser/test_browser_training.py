@@ -7,7 +7,8 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from gui_helpers import needs_engine, progress_step, set_field, start_run, status, wait_status, wait_step
+from gui_helpers import (get_field, needs_engine, progress_step, set_field, show_field, start_run, status,
+                         wait_status, wait_step)
 
 RUN_TIMEOUT = 900  # a busy 2-core machine; the demo alone takes well under a minute
 
@@ -73,6 +74,23 @@ def test_stop_mid_run_saves_a_file(open_page, shot, tmp_path):
     assert (tmp_path / "out" / "stop_me-stopped.safetensors").exists()
     page.wait_for_timeout(1000)
     shot(page, "stopped")
+    stopped_at = progress_step(page)
+
+    # Resume: the output folder's states are listed under the resume field; Resume continues the run under its
+    # own name (its files are not an "output exists" error then), from the step it stopped at
+    set_field(page, "output_name", "something_else")  # the state's own settings come back with it
+    show_field(page, "resume")
+    page.click("#find-states")
+    expect(page.locator("#resume-states input")).to_have_value(
+        re.compile(rf"stop_me: stopped at step {stopped_at} "), timeout=30_000)
+    start_run(page, "#resume-button")
+    expect(page.locator("#panel-notice")).to_contain_text("Training started")
+    assert get_field(page, "output_name") == "stop_me"
+    assert get_field(page, "resume") == str(tmp_path / "out" / "stop_me-stopped-state")
+    wait_step(page, stopped_at + 2, RUN_TIMEOUT)
+    page.click("#stop-button")
+    assert wait_status(page, ("stopped", "completed", "failed"), RUN_TIMEOUT) == "stopped", \
+        page.inner_text("#run-status")
 
 
 @needs_engine

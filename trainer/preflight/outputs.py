@@ -79,7 +79,7 @@ def output_name(ctx: Context) -> Iterator[Finding]:
     ext = "." + cfg.save_model_as
     try:
         clashes = [out / f"{name}{ext}"] if (out / f"{name}{ext}").exists() else []
-        if out.is_dir():
+        if out.is_dir() and not cfg.resume.strip():  # a resumed run continues the files of the run it resumes
             own = re.compile(re.escape(name) + r"(-\d{6}|-step\d{8}|-stopped)" + re.escape(ext) + "$")
             clashes += sorted(p for p in out.iterdir() if own.match(p.name))
     except OSError:

@@ -23,9 +23,9 @@ import torch
 
 from trainer.errors import TrainingError
 from trainer.fileio import current_umask, write_synced
+from trainer.resumable import STATE_FILE
 from trainer.training.safe_tree import SafeTreeError, load_tree, save_tree
 
-STATE_FILE = "train_state.json"
 STATE_FORMAT = 2  # 1: the pickled *.pt files of earlier versions
 NETWORK_FILE = "network.safetensors"
 PICKLED_FILES = ("optimizer.pt", "scheduler.pt", "rng.pt", "grad_scaler.pt")

@@ -688,13 +688,14 @@ def test_torch_compile_trains_the_same_lora(tmp_path, tiny_sd1):
 
 
 def test_fp8_base_stores_the_frozen_model_in_fp8_and_trains_the_lora(tmp_path, tiny_sd1):
-    """fp8_base (diffusers' layerwise casting, compute in fp32 on the CPU): the frozen layers are stored in
-    float8_e4m3fn, the LoRA is not, and the run learns about what the full-precision run learns."""
+    """fp8_base (a weight parametrization, computed in fp32 on the CPU; with gradient checkpointing, where it
+    saves memory): the frozen layers are stored in float8_e4m3fn, the LoRA is not, and the run learns about
+    what the full-precision run learns."""
     data = make_images(tmp_path / "img", count=2)
     runs = {}
     for fp8 in (False, True):
         cfg = make_run_config(tmp_path / str(fp8), tiny_sd1, data, max_train_epochs=3, save_every_n_epochs=0,
-                              fp8_base=fp8)
+                              fp8_base=fp8, gradient_checkpointing=True)
         code, events = train(cfg)
         assert_completed(code, events)
         runs[fp8] = (losses(events), file_tensors(Path(cfg.output_dir) / "tiny.safetensors"), events)

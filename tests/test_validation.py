@@ -254,6 +254,11 @@ def test_resuming_continues_the_files_of_its_run_but_not_over_its_final_file(goo
     one(resumed, "output_exists", "output_name", "error")
 
 
+def test_fp8_base_without_gradient_checkpointing_is_warned(good):
+    one(good.replace(fp8_base=True), "fp8_base_without_checkpointing", "fp8_base", "warning")
+    assert validate(good.replace(fp8_base=True, gradient_checkpointing=True)) == []
+
+
 # ---- network, optimizer, scheduler -----------------------------------------------------------------
 
 def test_alpha_above_rank(good):

@@ -222,8 +222,8 @@ class TrainConfig:
     xformers: bool = param(False, "Use xformers memory-efficient attention (CUDA only, optional package).",
                            tab="advanced", section="memory", label="xformers attention")
     fp8_base: bool = param(False, "Store the frozen base model's linear, convolution and embedding weights in fp8 "
-                           "(float8_e4m3fn), each cast up only for its own layer's computation: about half the "
-                           "model's memory in bf16/fp16, a quarter in fp32; a little slower.", tab="advanced",
+                           "(float8_e4m3fn), each cast up only for its own layer's computation. With gradient "
+                           "checkpointing about half the model's memory in bf16/fp16; a little slower.", tab="advanced",
                            section="memory", label="fp8 base model")
     torch_compile: bool = param(False, "Compile the UNet with torch.compile: the first steps take minutes, the "
                                 "rest run faster (mostly on a GPU).", tab="advanced", section="memory",

@@ -42,3 +42,12 @@ def attention(ctx: Context) -> Iterator[Finding]:
         yield issue("xformers", ERROR, "xformers_missing",
                     "xformers attention is on, but the xformers package is not installed. Install it, or turn "
                     "xformers off (SDPA attention works without it).")
+
+
+@rule("fp8_base_without_checkpointing")
+def fp8_memory(ctx: Context) -> Iterator[Finding]:
+    if ctx.cfg.fp8_base and not ctx.cfg.gradient_checkpointing:
+        yield issue("fp8_base", WARNING, "fp8_base_without_checkpointing",
+                    "fp8 base saves memory only with gradient checkpointing: without it every layer's up-cast "
+                    "copy is kept for the backward pass, which needs more memory than no fp8 at all. Turn on "
+                    "gradient checkpointing, or fp8 base off.")

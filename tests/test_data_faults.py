@@ -227,7 +227,8 @@ def test_resume_with_another_rank_names_resume_and_both_ranks(tmp_path, tiny_sd1
     state = tmp_path / "out" / "tiny-state"
     assert state.is_dir()
 
-    code, events = train(cfg.replace(resume=str(state), network_dim=8))
+    # under another name: the finished run's final file would clash (files are never overwritten)
+    code, events = train(cfg.replace(resume=str(state), network_dim=8, output_name="again"))
     error = one(events, "error")
     assert code == 1 and (error["field"], error["code"]) == ("resume", "resume_state_mismatch")
     assert "saved training state in Resume" in error["message"] and str(state) in error["message"]
@@ -235,7 +236,7 @@ def test_resume_with_another_rank_names_resume_and_both_ranks(tmp_path, tiny_sd1
     assert "Network weights" not in error["message"] and "Set Network Rank (network_dim) to 4" in error["hint"]
     assert error["params"]["saved_rank"] == 4 and error["params"]["network_rank"] == 8
 
-    code, events = train(cfg.replace(resume=str(state), conv_dim=4))
+    code, events = train(cfg.replace(resume=str(state), conv_dim=4, output_name="again"))
     error = one(events, "error")
     assert code == 1 and error["field"] == "resume"
     assert "rank 2, but Convolution Rank (conv_dim) is 4" in error["message"]

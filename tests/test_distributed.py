@@ -124,8 +124,9 @@ def test_a_stop_stops_both_processes_and_resume_on_two_continues(tmp_path, tiny_
     assert_same_lora(out / "tiny.safetensors", Path(whole.output_dir) / "tiny.safetensors")
 
     # the state of two processes cannot be resumed on one: a step's batches would differ
+    # (under another name: the resumed run's final file is there now and is never overwritten)
     code, refused, output = run_engine(cfg.replace(resume=str(out / "tiny-stopped-state"), num_processes=1,
-                                                   train_batch_size=1), tmp_path / "run")
+                                                   train_batch_size=1, output_name="on_one"), tmp_path / "run")
     assert code == 1
     error = of_type(refused, "error")[0]
     assert (error["code"], error["field"]) == ("resume_processes_mismatch", "num_processes")

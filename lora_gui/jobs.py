@@ -24,7 +24,7 @@ from lora_gui.engine_process import AttachedProcess, EngineProcess, find_engine,
 from lora_gui.run_view import TailReader, ViewState, fold, read_log_tail
 from lora_gui.job_record import JobRecord, config_from_record, read_record_or_warn, write_record
 from trainer.config import TrainConfig
-from trainer.events import events_path
+from trainer.events import control_path, events_path
 
 FORCE_KILL_AFTER_SEC = 15.0
 POLL_INTERVAL_SEC = 0.25
@@ -58,11 +58,10 @@ class JobFiles:
 
     @property
     def stop(self) -> Path:
-        return self.output_dir / f"{self.name}.stop"
+        return self.control("stop")
 
     def control(self, request: str) -> Path:
-        """The engine's control file for `request` (save_now, sample_now; README: control files)."""
-        return self.output_dir / f"{self.name}.{request}"
+        return control_path(self.output_dir, self.name, request)
 
 
 @dataclass

@@ -38,6 +38,17 @@ def events_path(output_dir: str | Path, output_name: str) -> Path:
     return Path(output_dir) / f"{output_name}.events.jsonl"
 
 
+# The control files, the other direction of the protocol: `<output_name>.<request>` in the output folder asks
+# the running engine to stop, to save now or to draw the samples now (README: Stop and resume).
+CONTROL_REQUESTS = ("stop", "save_now", "sample_now")
+
+
+def control_path(output_dir: str | Path, output_name: str, request: str) -> Path:
+    if request not in CONTROL_REQUESTS:
+        raise ValueError(f"unknown control request {request!r}")
+    return Path(output_dir) / f"{output_name}.{request}"
+
+
 class EventWriter:
     """Appends events to the stream file, one line per event, written through to the OS.
 

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STATE_FILE = "train_state.json"
-_STATE_DIR = re.compile(r"^(?P<name>.+?)(?P<kind>-stopped|-\d{6}|-step\d{8})?-state$")
+# What a run appends to its output name for its saves (trainer/training/checkpoint.py RunFiles): an epoch
+# (-000002), a step (-step00000500), a stop (-stopped); the final save has none.
+SAVE_SUFFIX = r"-\d{6}|-step\d{8}|-stopped"
+_STATE_DIR = re.compile(rf"^(?P<name>.+?)(?P<kind>{SAVE_SUFFIX})?-state$")
 
 
 @dataclass(frozen=True)

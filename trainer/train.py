@@ -18,7 +18,7 @@ from accelerate import Accelerator
 
 from trainer.config import TrainConfig
 from trainer.errors import TrainingError
-from trainer.events import EventWriter
+from trainer.events import EventWriter, control_path
 from trainer.fileio import remove_stale_temp_files
 from trainer.findings import Finding, errors_of, warnings_of
 from trainer.preflight import RULES, Context
@@ -105,7 +105,7 @@ def run_training(cfg: TrainConfig, *, events: EventWriter, stop: Optional[StopSi
     t0 = time.time()
     accelerator, precision = make_accelerator(cfg)
     cfg = _fit_to_processes(cfg, accelerator, events)
-    stop = stop or StopSignal(Path(cfg.output_dir) / f"{cfg.output_name}.stop")
+    stop = stop or StopSignal(control_path(cfg.output_dir, cfg.output_name, "stop"))
     ctx, findings = preflight(cfg)
     errors = errors_of(findings)
     for finding in warnings_of(findings) + errors:

@@ -11,6 +11,7 @@ from trainer.config import TrainConfig
 from trainer.fileio import MAX_NAME_BYTES, NameProblem, portable_name_problem
 from trainer.findings import Finding
 from trainer.preflight.registry import ERROR, Context, issue, rule
+from trainer.resumable import SAVE_SUFFIX
 
 # The longest file names a run makes from output_name, temporary names included (fileio.atomic_path,
 # training/state.py, sampling.sample_file_name): the name must leave room for them.
@@ -80,7 +81,7 @@ def output_name(ctx: Context) -> Iterator[Finding]:
     try:
         clashes = [out / f"{name}{ext}"] if (out / f"{name}{ext}").exists() else []
         if out.is_dir() and not cfg.resume.strip():  # a resumed run continues the files of the run it resumes
-            own = re.compile(re.escape(name) + r"(-\d{6}|-step\d{8}|-stopped)" + re.escape(ext) + "$")
+            own = re.compile(re.escape(name) + f"({SAVE_SUFFIX})" + re.escape(ext) + "$")
             clashes += sorted(p for p in out.iterdir() if own.match(p.name))
     except OSError:
         return  # an output folder that cannot be looked at: the output_folder rule says why

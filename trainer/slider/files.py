@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trainer.events import control_path, events_path
+
 if TYPE_CHECKING:
     from trainer.slider.spec import SliderSpec
 
@@ -32,11 +34,11 @@ class SliderFiles:
 
     @property
     def events(self) -> Path:
-        return self.output_dir / f"{self.name}.events.jsonl"
+        return events_path(self.output_dir, self.name)
 
     @property
     def stop(self) -> Path:
-        return self.output_dir / f"{self.name}.stop"
+        return control_path(self.output_dir, self.name, "stop")
 
     @property
     def spec_json(self) -> Path:

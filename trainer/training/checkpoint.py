@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator
 
 from trainer.errors import TrainingError
-from trainer.events import EventWriter
+from trainer.events import EventWriter, control_path
 from trainer.training.state import TrainPosition, save_state
 
 
@@ -33,8 +33,7 @@ class RunFiles:
         return self.lora(f"-step{step:08d}")
 
     def control(self, request: str) -> Path:
-        """The control file that asks the running engine for `request` (stop, save_now, sample_now)."""
-        return self.output_dir / f"{self.name}.{request}"
+        return control_path(self.output_dir, self.name, request)
 
     def state_dir(self, lora_path: Path) -> Path:
         return lora_path.with_name(lora_path.stem + "-state")

@@ -70,7 +70,7 @@ class TrainingHooks:
         """Save now / Sample now: `<output_name>.save_now` or `.sample_now` in the output folder is answered
         after the step it is seen at, and removed (the page creates them; so can anyone)."""
         pos, main = run.position, self.checkpoints.accelerator.is_main_process
-        for request in ("save_now", "sample_now"):
+        for request in ("save_now", "sample_now"):  # (stop: the loop's StopSignal)
             control = self.files.control(request)
             if not any_process(run.accelerator, control.exists()):
                 continue

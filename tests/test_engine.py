@@ -454,6 +454,44 @@ def test_stop_then_resume_continues_the_same_run(tmp_path, tiny_sd1, uninterrupt
         assert (out / f"tiny-{epoch:06d}.safetensors").is_file()
 
 
+def _stop_at(cfg: TrainConfig, tmp_path: Path, step: int) -> None:
+    """Start the engine, stop it with the stop file once it reached `step`, wait for it to end."""
+    proc = start_engine(cfg, tmp_path)
+    try:
+        wait_for_step(proc, cfg, step)
+        (Path(cfg.output_dir) / f"{cfg.output_name}.stop").touch()
+        assert proc.wait(timeout=120) == 0, (tmp_path / "engine.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (Path(cfg.output_dir) / f"{cfg.output_name}.stop").unlink(missing_ok=True)
+
+
+def test_a_resumed_run_stopped_again_keeps_the_first_stops_files(tmp_path, tiny_sd1):
+    from trainer.resumable import find_resumable_states
+
+    cfg = stop_config(tmp_path, tiny_sd1)
+    out = Path(cfg.output_dir)
+    _stop_at(cfg, tmp_path, 2)
+    first, first_state = out / "tiny-stopped.safetensors", out / "tiny-stopped-state"
+    first_bytes, first_position = first.read_bytes(), (first_state / "train_state.json").read_text()
+    first_step = json.loads(first_position)["global_step"]
+
+    _stop_at(cfg.replace(resume=str(first_state)), tmp_path, first_step + 2)
+    second, second_state = out / "tiny-stopped-2.safetensors", out / "tiny-stopped-2-state"
+    assert first.read_bytes() == first_bytes and (first_state / "train_state.json").read_text() == first_position
+    second_step = json.loads((second_state / "train_state.json").read_text())["global_step"]
+    assert second_step >= first_step + 2 and file_metadata(second)["ss_steps"] == str(second_step)
+    states = {(s.path.name, s.kind, s.step) for s in find_resumable_states(out)}
+    assert {("tiny-stopped-state", "stopped", first_step), ("tiny-stopped-2-state", "stopped", second_step)} <= states
+
+    # the second stop resumes to the end, under the same name
+    code, resumed = train(cfg.replace(resume=str(second_state)))
+    assert_completed(code, resumed)
+    assert one(resumed, "start")["resumed_from_step"] == second_step
+    assert file_metadata(out / "tiny.safetensors")["ss_steps"] == str(STOP_TOTAL)
+
+
 # ---- 6. a diverging run fails cleanly and keeps the last good save ------------------------------------
 def test_diverging_run_reports_nan_and_keeps_last_good_save(tmp_path, tiny_sd1):
     """AdamW at LR 10 without gradient clipping: the weights blow up within ~10 steps. Measured: the

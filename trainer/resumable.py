@@ -1,6 +1,6 @@
 """The state folders a run can be resumed from, found in an output folder (torch-free: the page lists them).
 
-A state folder is `<run name>[-stopped | -NNNNNN | -stepNNNNNNNN]-state` holding `train_state.json` (the
+A state folder is `<run name>[-stopped[-N] | -NNNNNN | -stepNNNNNNNN]-state` holding `train_state.json` (the
 position: steps done, epoch) beside the tensors (trainer/training/state.py writes it).
 """
 
@@ -13,8 +13,9 @@ from pathlib import Path
 
 STATE_FILE = "train_state.json"
 # What a run appends to its output name for its saves (trainer/training/checkpoint.py RunFiles): an epoch
-# (-000002), a step (-step00000500), a stop (-stopped); the final save has none.
-SAVE_SUFFIX = r"-\d{6}|-step\d{8}|-stopped"
+# (-000002), a step (-step00000500), a stop (-stopped, then -stopped-2 ... when stopped again); the final
+# save has none.
+SAVE_SUFFIX = r"-\d{6}|-step\d{8}|-stopped(?:-\d+)?"
 _STATE_DIR = re.compile(rf"^(?P<name>.+?)(?P<kind>{SAVE_SUFFIX})?-state$")
 
 
@@ -52,7 +53,7 @@ def find_resumable_states(output_dir: str | Path) -> list[ResumableState]:
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not ours, or damaged: the engine names the problem if someone resumes it anyway
         suffix = match["kind"] or ""
-        kind = ("stopped" if suffix == "-stopped" else "step" if suffix.startswith("-step") else
+        kind = ("stopped" if suffix.startswith("-stopped") else "step" if suffix.startswith("-step") else
                 "epoch" if suffix else "final")
         states.append(ResumableState(folder, match["name"], kind, step, epoch + 1, modified))
     return sorted(states, key=lambda s: s.modified, reverse=True)

@@ -32,6 +32,16 @@ class RunFiles:
     def step_lora(self, step: int) -> Path:
         return self.lora(f"-step{step:08d}")
 
+    def stopped_lora(self) -> Path:
+        """`<name>-stopped`, or -stopped-2, -stopped-3 ... where an earlier stop of this name left its file
+        or its state: a resumed run that stops again keeps the first stop's files."""
+        count = 1
+        while True:
+            path = self.lora("-stopped" if count == 1 else f"-stopped-{count}")
+            if not path.exists() and not self.state_dir(path).exists():
+                return path
+            count += 1
+
     def control(self, request: str) -> Path:
         return control_path(self.output_dir, self.name, request)
 
@@ -132,9 +142,8 @@ class CheckpointWriter:
 
         if str(path) not in self.saved_files:  # a retry after a full disk does not rewrite what it wrote
             lora = self.network.to_lora_file(self.metadata(epoch=epoch, step=step))
-            # A stopped save replaces the stopped LoRA of an earlier stop of this run (atomically, so the
-            # old one stays until the new one is complete); every other file is never overwritten.
-            write_lora_file(path, lora, save_precision=self.save_precision, exclusive=kind != "stopped")
+            # no save replaces a file (a stop takes a free name: RunFiles.stopped_lora)
+            write_lora_file(path, lora, save_precision=self.save_precision, exclusive=True)
             self.saved_files.append(str(path))
             self.events.emit("saved", path=str(path), kind=kind, epoch=epoch, step=step,
                              size_bytes=path.stat().st_size)

@@ -100,8 +100,7 @@ class TrainingHooks:
     def stopped(self, run: TrainingRun) -> str:
         pos = run.position
         self.events.emit("log", message=f"stop requested: saving at step {pos.global_step}")
-        # an older stopped LoRA of this run name is replaced, its state too
-        self.checkpoints.save(self.files.lora("-stopped"), kind="stopped", epoch=pos.epoch + 1, step=pos.global_step)
+        self.checkpoints.save(self.files.stopped_lora(), kind="stopped", epoch=pos.epoch + 1, step=pos.global_step)
         self._close_logs()
         return "stopped"
 

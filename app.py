@@ -18,7 +18,9 @@ import sys
 import webbrowser
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# HF_HUB_OFFLINE is not set here: the engine sets it for itself (it never goes online), and this process goes
+# online only when the user presses "Download from the Hub" (lora_gui/hub_download.py); HF_HUB_OFFLINE=1 set by
+# the user forbids that too.
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 

@@ -107,4 +107,8 @@ def render_overview(check: FormCheck, lang: str) -> str:
         items.append(f'<li class="lg-ov-{issue.level}" data-code="{esc(issue.code)}"{target}>{icon} {where}'
                      f'{esc(issue.message)}</li>')
     cls = "has-errors" if errors else "warnings-only"
-    return f'<div class="lg-overview {cls}"><div class="lg-overview-head">{esc(head)}</div><ul>{"".join(items)}</ul></div>'
+    # folded to one line (the count and the first problem) so the bar stays small; page.js keeps it open
+    # across redraws once the user opened it
+    first = items[0].replace("<li ", '<span class="lg-ov-first" ', 1)[:-len("</li>")] + "</span>"
+    return (f'<div class="lg-overview {cls}"><details class="lg-problems"><summary><span class="lg-overview-head">'
+            f'{esc(head)}</span>{first}</summary><ul>{"".join(items)}</ul></details></div>')

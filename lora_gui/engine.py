@@ -83,6 +83,11 @@ def detect_model(path: str) -> Optional[ModelDetection]:
     return _detect_cached(path, mtime)
 
 
+def forget_detections() -> None:
+    """Detect anew: a model the cache did not hold may be there now (a download finished)."""
+    _detect_cached.cache_clear()
+
+
 @functools.lru_cache(maxsize=32)
 def _detect_cached(path: str, mtime: float) -> ModelDetection:
     from trainer.families.detect import ModelPathError

@@ -7,7 +7,7 @@
   document.addEventListener("click", (event) => {
     const link = event.target.closest && event.target.closest("#issues-overview a.lg-where");
     if (!link) return;
-    const item = link.closest("li[data-field]");
+    const item = link.closest("[data-field]");
     if (!item) return;
     event.preventDefault();
     const field = item.dataset.field, tab = item.dataset.tab;
@@ -43,4 +43,15 @@
   new MutationObserver(markTab).observe(document.body, { subtree: true, attributes: true,
                                                           attributeFilter: ["aria-selected"] });
   markTab();
+  // The folded problem list stays open (or closed) as the user left it when the checks redraw it.
+  document.addEventListener("toggle", (event) => {
+    if (event.target.matches && event.target.matches("#issues-overview details.lg-problems")) {
+      window.__loraGuiProblemsOpen = event.target.open;
+    }
+  }, true);
+  const keepOpen = () => {
+    const details = document.querySelector("#issues-overview details.lg-problems");
+    if (details && window.__loraGuiProblemsOpen && !details.open) details.open = true;
+  };
+  new MutationObserver(keepOpen).observe(document.body, { subtree: true, childList: true });
 }

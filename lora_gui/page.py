@@ -30,6 +30,7 @@ class Page:
     cells: dict[str, gr.Column] = field(default_factory=dict)  # field -> its grid cell (hidden with the field)
     sections: dict[str, tuple] = field(default_factory=dict)  # "tab.section" -> (accordion, tab, section, fields)
     family: str = ""  # the initial model's family ("" = unknown): decides which fields are shown
+    pickers: list[tuple[Any, Any, tuple]] = field(default_factory=list)  # (Browse button, path box, accept)
 
     # ---- parameter fields ------------------------------------------------------------------
     def field_component(self, spec: FieldSpec) -> gr.components.Component:
@@ -39,7 +40,11 @@ class Page:
         classes = ["lg-cell", f"lg-kind-{spec.kind.__name__}"] + (["lg-wide"] if spec.wide else [])
         with gr.Column(min_width=0, elem_classes=classes, elem_id=f"cell-{spec.name}",
                        visible=field_shown(spec.name, self.family)) as cell:
-            comp = make_component(spec, self.values.get(spec.name, spec.default), self.lang)
+            value = self.values.get(spec.name, spec.default)
+            if spec.widget == "path":
+                comp = self.path_box(lambda: make_component(spec, value, self.lang), spec.accept)
+            else:
+                comp = make_component(spec, value, self.lang)
             slot = gr.HTML("", visible=False, elem_classes=["lg-slot"], elem_id=elem_id(spec.name) + "-issues")
             if spec.name in self.extras:
                 self.extras[spec.name]()
@@ -47,6 +52,22 @@ class Page:
         self.slots[spec.name] = slot
         self.cells[spec.name] = cell
         return comp
+
+    # ---- path fields: a Browse button opens the file picker (lora_gui/tabs/picker.py) ------------
+    def path_box(self, make: Callable[[], Any], accept: tuple) -> Any:
+        """The text box `make()` creates, with a Browse button beside it. `accept`: what the picker
+        offers (trainer.params: FOLDER and/or file suffixes)."""
+        with gr.Row(elem_classes=["lg-path-row"], equal_height=False):
+            box = make()
+            self.browse_button(box, accept)
+        return box
+
+    def browse_button(self, box: Any, accept: tuple) -> Any:
+        button = self.text(gr.Button(self.t("picker.browse"), size="sm", scale=0, min_width=96,
+                                     elem_classes=["lg-browse"], elem_id=f"{box.elem_id}-browse"),
+                           value="picker.browse")
+        self.pickers.append((button, box, tuple(accept)))
+        return button
 
     def field_grid(self, specs: list[FieldSpec]) -> None:
         with gr.Row(elem_classes=["lg-grid"]):

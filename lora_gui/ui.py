@@ -17,8 +17,8 @@ from lora_gui.jobs import JobManager
 from lora_gui.page import Page
 from lora_gui.panel_view import esc
 from lora_gui.paths import MODEL_FIELD
-from lora_gui.tabs import (advanced, config_bar, folders, parameters, samples, slider, source_model, training_panel,
-                           utilities)
+from lora_gui.tabs import (advanced, config_bar, folders, hub_panel, parameters, picker, samples, slider, source_model,
+                           training_panel, utilities)
 from lora_gui.tools_runner import ToolRunner
 from trainer.config import TABS, TrainConfig
 
@@ -49,7 +49,9 @@ def build_app(*, initial: TrainConfig, initial_preset: str, manager: JobManager,
                 with page.text(gr.Tab(page.t(f"tab.{tab}"), id=tab, elem_id=f"tab-{tab}"), label=f"tab.{tab}"):
                     build_tab(page)
         training_panel.build(page)
+        picker.build(page)  # one dialog for every path field's Browse button
         _wire(demo, page, manager, lang_box, follow_browser)
+        picker.wire(page, lang_box)
         slider.wire(page, manager, lang_box, demo)
         utilities.wire(page, tools, lang_box)
     manager.add_start_hook(lambda folder: _allow_path(demo, folder))
@@ -97,6 +99,7 @@ def _wire(demo: gr.Blocks, page: Page, manager: JobManager, lang_box: gr.Dropdow
     _wire_form_check(form)
     family_state = _wire_model(page, lang_box)
     source_model.wire(page)
+    hub_panel.wire(page, lang_box, (form.refresh_form, form.refresh_inputs, form.refresh_outputs))
     folders.wire(page, lang_box)
     config_bar.wire(page, lang_box)
     training_panel.wire(page, manager, lang_box, form.check_outputs, form.run_check)

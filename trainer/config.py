@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
+from trainer.families.model_info import MODEL_FILE_SUFFIXES
 from trainer.findings import Finding
 # FieldError, coerce_value, field_type and param are re-exported: `from trainer.config import param` keeps working.
-from trainer.params import FieldError, ParamError, coerce_value, field_type, param, read_values  # noqa: F401
+from trainer.params import FOLDER, LORA_SUFFIXES, FieldError, ParamError, coerce_value, field_type, param, read_values  # noqa: F401
 
 FORMAT_VERSION = 1
+MODEL_ACCEPTS = FOLDER + MODEL_FILE_SUFFIXES  # a base model or VAE: a diffusers folder or one file
 # format_version v -> v + 1 (trainer.params.read_values applies them to older presets)
 MIGRATIONS: dict = {}
 
@@ -92,14 +94,15 @@ class TrainConfig:
     # ---- Source model -------------------------------------------------------------
     pretrained_model_name_or_path: str = param(
         "", "Base model: a diffusers folder, a single .safetensors/.ckpt file, or a Hugging Face id already in the local cache.",
-        tab="source_model", label="Pretrained model name or path", widget="path")
+        tab="source_model", label="Pretrained model name or path", widget="path",
+        accept=MODEL_ACCEPTS)
     v2: bool = param(False, "Stable Diffusion 2.x model. Detected from the weights when possible.",
                      tab="source_model", label="SD 2.x (v2)")
     v_parameterization: bool = param(
         False, "The model predicts v (SD 2.x 768-v models). Detected from the weights when possible.",
         tab="source_model", label="v-parameterization")
     vae: str = param("", "Optional separate VAE (file or diffusers folder) to use instead of the model's own.",
-                     tab="source_model", label="VAE", widget="path")
+                     tab="source_model", label="VAE", widget="path", accept=MODEL_ACCEPTS)
     clip_skip: int = param(1, "Use the output of the N-th last text-encoder layer (1 = last, 2 is common for anime models).",
                            tab="source_model", label="Clip skip", min=1, max=12)
     save_model_as: str = param("safetensors", "File format of the saved LoRA.", tab="source_model",
@@ -110,15 +113,16 @@ class TrainConfig:
     # ---- Folders ------------------------------------------------------------------
     train_data_dir: str = param(
         "", "Image folder: the PARENT of folders named <repeats>_<token> <class>, e.g. img/ containing 10_sks woman/.",
-        tab="folders", label="Image folder", widget="path")
+        tab="folders", label="Image folder", widget="path", accept=FOLDER)
     reg_data_dir: str = param("", "Regularisation image folder: the parent of <repeats>_<class> folders (optional).",
-                              tab="folders", label="Regularisation folder", widget="path")
+                              tab="folders", label="Regularisation folder", widget="path",
+                              accept=FOLDER)
     output_dir: str = param("", "Folder where LoRA files, samples and the event log are written.",
-                            tab="folders", label="Output folder", widget="path")
+                            tab="folders", label="Output folder", widget="path", accept=FOLDER)
     output_name: str = param("last", "File name (without extension) of the trained LoRA.",
                              tab="folders", label="Output name")
     logging_dir: str = param("", "Folder for TensorBoard logs (optional).", tab="folders", label="Logging folder",
-                             widget="path")
+                             widget="path", accept=FOLDER)
     training_comment: str = param("", "Free text stored in the file (ss_training_comment), e.g. the trigger word.",
                                   tab="folders", section="metadata", label="Training comment")
     metadata_title: str = param("", "Title stored in the file's model spec (default: output name).", tab="folders",
@@ -195,7 +199,7 @@ class TrainConfig:
                               label="Convolution alpha", min=0.0, max=1024.0,
                               sd_scripts="network_args")
     network_weights: str = param("", "Start from an existing LoRA file (weights only).", tab="parameters",
-                                 label="Network weights", widget="path")
+                                 label="Network weights", widget="path", accept=LORA_SUFFIXES)
 
     # ---- Advanced -----------------------------------------------------------------
     network_dropout: float = param(0.0, "Dropout on the LoRA down-projection output.", tab="advanced", section="network",
@@ -293,7 +297,8 @@ class TrainConfig:
     save_state: bool = param(False, "Save optimizer, scheduler and RNG state with each save, for resuming.",
                              tab="advanced", section="saving", label="Save training state")
     resume: str = param("", "Resume from a saved state folder (<name>-state).", tab="advanced", section="saving",
-                        label="Resume from saved training state", widget="path")
+                        label="Resume from saved training state", widget="path",
+                        accept=FOLDER)
     # Accelerate launch (kohya_ss's names): with more than one process the engine relaunches itself
     # through `accelerate launch` (trainer/distributed.py).
     num_processes: int = param(1, "Training processes, one per GPU (over several machines: all of them). The batch "

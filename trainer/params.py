@@ -65,6 +65,11 @@ def param(
 
 PLACEMENT = ("tab", "section", "form_default")
 
+# What the file picker beside a path parameter offers (meta `accept`, read by lora_gui/file_browser.py):
+# FOLDER, file name suffixes, or both. A path parameter without `accept` offers folders and every file.
+FOLDER = ("folder",)
+LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+
 
 def same_as(source: type, name: str, default: Any = UNSET, *, factory: Any = UNSET, **overrides: Any) -> Any:
     """A field declared as `source`'s field `name`: the same help, choices, range and checks.
@@ -297,6 +302,7 @@ class FieldSpec:
     maximum: Optional[float]
     step: Optional[float]
     widget: Optional[str]
+    accept: tuple = ()  # path parameters: what their picker offers (FOLDER and/or suffixes)
 
     @property
     def wide(self) -> bool:
@@ -310,7 +316,8 @@ def field_spec(f: dataclasses.Field) -> FieldSpec:
     default = meta["form_default"] if "form_default" in meta else default_of(f)
     return FieldSpec(name=f.name, kind=kind, optional=optional, default=default, tab=meta.get("tab") or "",
                      section=meta.get("section") or "basic", choices=meta.get("choices"), minimum=meta.get("min"),
-                     maximum=meta.get("max"), step=meta.get("step"), widget=meta.get("widget"))
+                     maximum=meta.get("max"), step=meta.get("step"), widget=meta.get("widget"),
+                     accept=tuple(meta.get("accept") or ()))
 
 
 def field_specs(cls: type) -> dict[str, FieldSpec]:

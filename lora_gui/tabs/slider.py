@@ -25,6 +25,7 @@ from lora_gui.slider_form import (BASIC, COPY_ONLY, FIXED_RANK, MAX_PAIRS, MERGE
                                   pairs_from_rows, spec_to_values)
 from lora_gui.tabs.common import tab_intro
 from lora_gui.tabs.source_model import detection_note
+from trainer.params import FOLDER
 from trainer.slider.spec import METHODS, RESIZE_METHODS, SliderIssue
 
 WIDE = ("method", "model", "prompt", "train_args", "preview_prompts")
@@ -114,9 +115,11 @@ def _pairs(page: Page, parts: SliderParts) -> None:
             low = page.text(gr.Textbox(label=page.t("slider.pair_low"), placeholder=page.t("form.path_placeholder"),
                                        scale=3, elem_id=f"slider-pair-{i}-low"),
                             label="slider.pair_low", placeholder="form.path_placeholder")
+            page.browse_button(low, FOLDER)
             high = page.text(gr.Textbox(label=page.t("slider.pair_high"), placeholder=page.t("form.path_placeholder"),
                                         scale=3, elem_id=f"slider-pair-{i}-high"),
                              label="slider.pair_high", placeholder="form.path_placeholder")
+            page.browse_button(high, FOLDER)
             remove = gr.Button("✕", size="sm", scale=0, min_width=40, elem_id=f"slider-pair-{i}-remove",
                                elem_classes=["lg-pair-remove"])
         parts.names.append(name)
@@ -138,8 +141,11 @@ def _field(page: Page, parts: SliderParts, name: str) -> None:
     """One spec field in a grid cell, with its message slot under it (labels: slider_field.* / slider_help.*)."""
     classes = ["lg-cell"] + (["lg-wide"] if name in WIDE else ["lg-span2"] if name in SPAN2 else [])
     with gr.Column(min_width=0, elem_classes=classes, elem_id=_eid(name) + "-cell"):
-        component, props = _component(page, name)
-        parts.inputs[name] = page.text(component, **props)
+        def create() -> Any:
+            component, props = _component(page, name)
+            return page.text(component, **props)
+        spec = SPECS.get(name)
+        parts.inputs[name] = page.path_box(create, spec.accept) if spec and spec.widget == "path" else create()
         parts.slots[name] = gr.HTML("", elem_classes=["lg-slot"], elem_id=_eid(name) + "-issues")
 
 

@@ -15,6 +15,7 @@ from lora_gui.family import QUICK_PICKS, quick_pick_for, v2_flags
 from lora_gui.form import SPEC
 from lora_gui.page import Page
 from lora_gui.panel_view import esc
+from lora_gui.tabs import hub_panel
 from lora_gui.tabs.common import render_sections, tab_intro
 
 MODEL_FIELD = "pretrained_model_name_or_path"
@@ -34,6 +35,7 @@ def build(page: Page) -> None:
                             label=page.t("quick_pick.label"), info=page.t("quick_pick.info"), elem_id="quick-pick"),
                 label="quick_pick.label", info="quick_pick.info", choices=quick_pick_choices)
     page.parts["quick_pick"] = quick
+    page.extras[MODEL_FIELD] = lambda: hub_panel.build(page)
     # what choosing a model family changed elsewhere in the form (resolution, bucket steps)
     page.parts["family_note"] = gr.HTML("", elem_id="family-note", visible=False)
     render_sections(page, "source_model")

@@ -26,24 +26,22 @@ from lora_gui.panel_view import (esc, gallery_items, render_files, render_loss_c
 
 def build(page: Page) -> None:
     # The action bar stays at the bottom of the window while the tabs scroll (CSS position: sticky),
-    # so Start, Stop and the progress can be seen from every tab.
+    # so Start, Stop and the progress can be seen from every tab. It is one line (buttons, status,
+    # progress), with the problem list folded into one line above it (checks.render_overview).
     with gr.Column(elem_id="action-bar", elem_classes=["lg-action-bar"]):
         overview = gr.HTML("", elem_id="issues-overview")
-        with gr.Row(elem_classes=["lg-buttons"], equal_height=True):
-            start = page.text(gr.Button(page.t("btn.start"), variant="primary", elem_id="start-button", scale=3),
-                              value="btn.start")
-            stop = page.text(gr.Button(page.t("btn.stop"), variant="stop", elem_id="stop-button", scale=1,
-                                       interactive=False), value="btn.stop")
-            save_now = page.text(gr.Button(page.t("btn.save_now"), variant="secondary", elem_id="save-now-button",
-                                           scale=1, interactive=False), value="btn.save_now")
-            sample_now = page.text(gr.Button(page.t("btn.sample_now"), variant="secondary", elem_id="sample-now-button",
-                                             scale=1, interactive=False), value="btn.sample_now")
-            show_cmd = page.text(gr.Button(page.t("btn.print"), variant="secondary", elem_id="print-button", scale=1),
-                                 value="btn.print")
-        notice = gr.HTML("", elem_id="panel-notice")
-        with gr.Row(elem_classes=["lg-status-row"], equal_height=False):
+        with gr.Row(elem_classes=["lg-buttons", "lg-bar-line"], equal_height=False):
+            start = page.text(_bar_button(page, "btn.start", "start-button", variant="primary"), value="btn.start")
+            stop = page.text(_bar_button(page, "btn.stop", "stop-button", variant="stop", interactive=False),
+                             value="btn.stop")
+            save_now = page.text(_bar_button(page, "btn.save_now", "save-now-button", interactive=False),
+                                 value="btn.save_now")
+            sample_now = page.text(_bar_button(page, "btn.sample_now", "sample-now-button", interactive=False),
+                                   value="btn.sample_now")
+            show_cmd = page.text(_bar_button(page, "btn.print", "print-button"), value="btn.print")
             status = gr.HTML("", elem_id="run-status", elem_classes=["lg-status-cell"])
             progress = gr.HTML("", elem_id="run-progress", elem_classes=["lg-progress-cell"])
+        notice = gr.HTML("", elem_id="panel-notice")
     with gr.Column(elem_id="training-panel", elem_classes=["lg-panel"]):
         with gr.Row(equal_height=False, visible=False, elem_id="run-results") as results:
             with gr.Column(scale=1, min_width=320):
@@ -74,6 +72,10 @@ def build(page: Page) -> None:
     page.parts.update(results=results, overview=overview, start=start, stop=stop, show_cmd=show_cmd, notice=notice, status=status,
                       progress=progress, loss=loss, files=files, gallery=gallery, log=log, cmd_box=cmd_box,
                       cmd=cmd, run_json=run_json, sd_cmd=sd_cmd, sd_notes=sd_notes, timer=timer, seen=gr.State({}))
+
+
+def _bar_button(page: Page, key: str, elem_id: str, *, variant: str = "secondary", interactive: bool = True) -> gr.Button:
+    return gr.Button(page.t(key), variant=variant, elem_id=elem_id, scale=0, min_width=0, interactive=interactive)
 
 
 CheckRunner = Callable[[tuple, str], tuple[FormCheck, list[Any]]]  # (form values, lang) -> check, slot updates

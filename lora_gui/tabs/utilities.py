@@ -46,8 +46,10 @@ class _Builder:
         self.page, self.form = page, form
 
     def add(self, key: str, make: Callable[..., Any], label: str, info: str = "", *, wide: bool = False,
-            visible: bool = True, choices_in: Optional[Callable[[str], list]] = None, **kwargs: Any) -> Any:
-        """`choices_in(lang)`: choices that are relabelled with the language."""
+            visible: bool = True, choices_in: Optional[Callable[[str], list]] = None,
+            accept: Optional[tuple] = None, **kwargs: Any) -> Any:
+        """`choices_in(lang)`: choices that are relabelled with the language; `accept`: a path box with a
+        Browse button (what its picker offers)."""
         page, tool = self.page, self.form.tool
         props: dict[str, Any] = {"label": label}
         if info:
@@ -59,8 +61,10 @@ class _Builder:
             kwargs["choices"] = choices_in(page.lang)
         with gr.Column(min_width=0, elem_classes=["lg-cell"] + (["lg-wide"] if wide else []), visible=visible,
                        elem_id=_id(tool, key) + "-cell") as cell:
-            comp = page.text(make(label=page.t(label), info=page.t(info) if info else None, elem_id=_id(tool, key),
-                                  **kwargs), **props)
+            def create() -> Any:
+                return page.text(make(label=page.t(label), info=page.t(info) if info else None,
+                                      elem_id=_id(tool, key), **kwargs), **props)
+            comp = create() if accept is None else page.path_box(create, accept)
             slot = gr.HTML("", elem_classes=["lg-slot"], elem_id=_id(tool, key) + "-issues")
         self.form.inputs[key], self.form.slots[key], self.form.cells[key] = comp, slot, cell
         return comp
@@ -77,7 +81,7 @@ class _Builder:
         if spec.choices is not None:
             return self.add(key, gr.Dropdown, label, info, value=value, **kwargs)
         if spec.widget == "path":
-            return self.path(key, label, info, **kwargs)
+            return self.path(key, label, info, accept=spec.accept, **kwargs)
         if spec.kind in (int, float) and not spec.optional:
             return self.add(key, gr.Number, label, info, value=value, step=spec.step or 0.01, **kwargs)
         return self.add(key, gr.Textbox, label, info, value="" if value is None else str(value), **kwargs)
@@ -91,7 +95,8 @@ class _Builder:
         for i in range(MAX_MODELS):
             with gr.Row(elem_classes=["lg-grid", "lg-model-row"]):
                 self.add(f"models.{i}", gr.Textbox, "tools.model_n" if i else "tools.model_first", "", wide=False,
-                         placeholder=self.page.t("form.path_placeholder"), elem_classes=["lg-model-path"])
+                         placeholder=self.page.t("form.path_placeholder"), elem_classes=["lg-model-path"],
+                         accept=OPTION_SPECS[self.form.tool]["models"].accept)
                 ratios = OPTION_SPECS[self.form.tool]["ratios"]
                 self.add(f"ratios.{i}", gr.Number, "tools.ratio", "", value=ratios.default, step=ratios.step)
 

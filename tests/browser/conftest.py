@@ -55,8 +55,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory) -> Iterator[str]:
-    """The app on a free localhost port, with a private copy of the presets folder."""
+def hub_url(tiny_sd1) -> Iterator[str]:
+    """A hub-shaped local server (tests/hub_server.py) serving the tiny SD1 model as TEST_REPO."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hub_server import TEST_REPO, HubServer
+
+    with HubServer() as hub:
+        hub.add_folder(TEST_REPO, tiny_sd1)
+        yield hub.url
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory, hub_url) -> Iterator[str]:
+    """The app on a free localhost port, with a private copy of the presets folder; its Hugging Face Hub is
+    the local hub server, with a private cache."""
     presets = tmp_path_factory.mktemp("presets")
     for preset in (ROOT / "presets").glob("*.json"):
         shutil.copy(preset, presets / preset.name)
@@ -65,7 +77,10 @@ def app_url(tmp_path_factory) -> Iterator[str]:
     log = open(tmp_path_factory.mktemp("app") / "app.log", "w", encoding="utf-8")
     # a private data folder too: the job record of another test session's app is not this one's job
     env = dict(os.environ, LORA_GUI_PRESETS=str(presets), LORA_GUI_DATA=str(tmp_path_factory.mktemp("data")),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", HF_ENDPOINT=hub_url, HF_HOME=str(tmp_path_factory.mktemp("hf-home")))
+    for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # the tests' engine setting; the app is online when asked
+        env.pop(offline, None)
+    env.pop("HF_HUB_CACHE", None)
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + START_TIMEOUT

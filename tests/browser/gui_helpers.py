@@ -142,3 +142,9 @@ def stop_if_running(page: "Page") -> None:
 def is_checked(page: "Page", field: str) -> bool:
     show_field(page, field)
     return page.locator(f"#field-{field} input[type=checkbox]").is_checked()
+
+
+def open_problems(page: "Page") -> None:
+    """Unfold the problem list above Start (its one-line summary's count; the summary's link jumps instead)."""
+    page.click("#issues-overview summary .lg-overview-head")
+    page.wait_for_selector("#issues-overview details[open] ul", state="visible")

@@ -7,7 +7,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from gui_helpers import pick, set_field
+from gui_helpers import open_problems, pick, set_field
 
 TABS = ("source_model", "folders", "parameters", "advanced", "samples", "slider", "utilities")
 ADVANCED_TITLES = {"en": ("Network: which parts are trained", "Memory and speed", "Buckets",
@@ -62,11 +62,13 @@ def test_sdxl_options_hidden_for_sd1_and_problems_link_to_their_field(open_page,
     page.click("#section-advanced-noise .label-wrap")  # closed
     expect(page.locator("#field-max_timestep")).to_be_hidden()
     page.click("#tab-samples-button")
+    open_problems(page)
     link = page.locator("#issues-overview li[data-field=max_timestep] a.lg-where")
     expect(link).to_have_text("Advanced › Max timestep")
     link.click()
     expect(page.locator("#field-max_timestep")).to_be_in_viewport()
     shot(page, "jumped", full_page=False)
     pick(page, "language-select", "日本語")
-    expect(page.locator("#issues-overview")).to_contain_text("詳細設定 › 最大タイムステップ")
-    expect(page.locator("#section-advanced-noise .label-wrap")).to_contain_text("変更 2 件")
+    # the switch relabels the whole page, then checks the form again: seconds on a busy machine
+    expect(page.locator("#issues-overview")).to_contain_text("詳細設定 › 最大タイムステップ", timeout=60_000)
+    expect(page.locator("#section-advanced-noise .label-wrap")).to_contain_text("変更 2 件", timeout=30_000)

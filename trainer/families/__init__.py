@@ -19,11 +19,16 @@ if TYPE_CHECKING:
     from trainer.config import TrainConfig
     from trainer.families.base import Components, ModelFamily
 
-# This app never downloads models; every load passes local_files_only=True as well, this only
-# covers library paths that do not take it.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-__all__ = ["ModelInfo", "ModelPathError", "detect_model", "resolve_model_info", "get_family", "load_model"]
+def stay_offline() -> None:
+    """Training and the tools never reach for a model hub: every load passes local_files_only=True as
+    well, this covers library paths that do not take it. Set by the entry points and load_model, not at
+    import: the web process imports this package, and downloads when the user asks (lora_gui/hub_download.py)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+__all__ = ["ModelInfo", "ModelPathError", "detect_model", "resolve_model_info", "get_family", "load_model",
+           "stay_offline"]
 
 
 def get_family(info: ModelInfo) -> "ModelFamily":
@@ -39,6 +44,7 @@ def get_family(info: ModelInfo) -> "ModelFamily":
 
 def load_model(cfg: "TrainConfig") -> tuple["ModelFamily", "Components"]:
     """Detect the base model, merge the user's v2/v_parameterization flags, and load it (fp32, CPU)."""
+    stay_offline()
     info = resolve_model_info(cfg)
     family = get_family(info)
     return family, family.load(cfg, info)

@@ -263,8 +263,8 @@ def _detect_hub(repo_id: str) -> ModelInfo:
     if not isinstance(cached, str):
         raise ModelPathError(
             f"Model not found: {repo_id} is neither a file or folder here nor in the local Hugging Face cache.",
-            "This app never downloads models. Download the model yourself (a diffusers folder or a "
-            ".safetensors file) and choose its path.")
+            "Press \"Download from the Hub\" under the model field to download it into that cache, or choose "
+            "a diffusers folder or .safetensors file on this computer. Training itself never downloads.")
     info = _detect_folder(Path(cached).parent, kind="hub")
     return info.with_notes(f"Using the cached copy of {repo_id} in {info.path}.")
 

@@ -30,7 +30,7 @@ from typing import Any, Optional, Union
 
 from trainer.config import TrainConfig
 from trainer.findings import Finding, errors_of  # noqa: F401  (errors_of: importers take it from here)
-from trainer.params import UNSET, FieldError, ParamError, param, read_values, same_as, shared_fields
+from trainer.params import FOLDER, UNSET, FieldError, ParamError, param, read_values, same_as, shared_fields
 from trainer.slider.files import SliderFiles
 from trainer.slider.images import caption_of, list_images, match_images  # noqa: F401  (moved there)
 from trainer.slider.stages import SIDES, Stage, plan_stages  # noqa: F401  (moved there)
@@ -158,7 +158,7 @@ class SliderSpec:
     caption_extension: str = training("caption_extension", section="data")
     work_dir: str = setting("", "copy: folder for the copied images and the intermediate LoRAs "
                             "(default <output_dir>/<output_name>-work).", section="data", label="Work folder",
-                            widget="path")
+                            widget="path", accept=FOLDER)
     reuse_intermediates: bool = setting(False, "copy: skip training a folder whose intermediate LoRA exists in the "
                                         "work folder and was trained with the same settings.", section="data",
                                         label="Reuse intermediate LoRAs")

@@ -109,6 +109,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return slider_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from trainer.families import stay_offline
+
+    stay_offline()
     return run_guarded(lambda: _run_reporting_problems(args), debug=args.debug)
 
 

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from trainer.config import TrainConfig
-from trainer.params import UNSET, FieldSpec, field_specs, param, same_as
+from trainer.params import FOLDER, LORA_SUFFIXES, UNSET, FieldSpec, field_specs, param, same_as  # noqa: F401
 
 DYNAMIC_METHODS = ("sv_ratio", "sv_fro", "sv_cumulative")  # sd-scripts' resize_lora.py names
 FRACTION_METHODS = ("sv_fro", "sv_cumulative")  # their parameter is a fraction in (0, 1]; sv_ratio's is ≥ 1
-LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 
 
@@ -36,7 +35,7 @@ def option(default: Any = UNSET, help: str = "", **kw: Any) -> Any:
 
 @dataclass
 class InspectOptions:
-    model: str = option("", "LoRA file to inspect", required=True, widget="path")
+    model: str = option("", "LoRA file to inspect", required=True, widget="path", accept=LORA_SUFFIXES)
     summary: bool = option(False, "no per-module table")
     full_metadata: bool = option(False, "do not shorten long metadata values")
     json: bool = option(False, "print the report as JSON instead of text")
@@ -44,7 +43,8 @@ class InspectOptions:
 
 @dataclass
 class RatioOptions:
-    models: list = option(factory=list, help="LoRA files to merge", required=True, item="str", widget="path")
+    models: list = option(factory=list, help="LoRA files to merge", required=True, item="str", widget="path",
+                          accept=LORA_SUFFIXES)
     ratios: list = option(factory=list, help="one ratio per model (may be negative)", required=True, item="float",
                           step=0.05, form_default=1.0)
     precision: Optional[str] = option(None, "accepted for sd-scripts compatibility; math is always ≥ fp32")
@@ -54,7 +54,8 @@ class RatioOptions:
 class MergeOptions:
     concat: bool = option(False, "accepted; merges always concatenate (exact)")
     shuffle: bool = option(False, "accepted; channel order does not change ΔW")
-    sd_model: Optional[str] = option(None, "merge into this base model; --save_to is then a checkpoint", widget="path")
+    sd_model: Optional[str] = option(None, "merge into this base model; --save_to is then a checkpoint", widget="path",
+                                  accept=FOLDER + CHECKPOINT_SUFFIXES)
     v2: bool = option(False, "with --sd_model: the base is SD2 (detected from the files too)")
     v_parameterization: bool = option(False, "with --sd_model: v-prediction base")
     save_as: str = option("single_file", "with --sd_model: write one .safetensors/.ckpt file, or a diffusers "
@@ -74,7 +75,7 @@ class ClampOptions:
 
 @dataclass
 class ResizeOptions:
-    model: str = option("", "LoRA file to resize", required=True, widget="path")
+    model: str = option("", "LoRA file to resize", required=True, widget="path", accept=LORA_SUFFIXES)
     dynamic_method: Optional[str] = option(None, "choose the rank of each module (default: the fixed rank)",
                                            choices=DYNAMIC_METHODS)
     dynamic_param: Optional[float] = option(None, "parameter of the dynamic method: sv_ratio a ratio ≥ 1, "
@@ -84,8 +85,9 @@ class ResizeOptions:
 @dataclass
 class ExtractOptions:
     model_org: str = option("", "original model: diffusers folder, .safetensors/.ckpt, or a module-weights file",
-                            required=True, widget="path")
-    model_tuned: str = option("", "fine-tuned model (same kinds)", required=True, widget="path")
+                            required=True, widget="path", accept=FOLDER + CHECKPOINT_SUFFIXES)
+    model_tuned: str = option("", "fine-tuned model (same kinds)", required=True, widget="path",
+                              accept=FOLDER + CHECKPOINT_SUFFIXES)
     dim: int = option(4, "rank of the extracted LoRA", min=1, max=1024, step=1)
     conv_dim: Optional[int] = option(None, "rank of 3×3 convs (default: convs not extracted)", min=1, max=1024)
     min_diff: float = option(0.01, "text encoder kept only if it changed more", min=0.0, step=0.001)
@@ -104,7 +106,8 @@ class VerboseOptions:
 @dataclass
 class OutputOptions:
     device: Optional[str] = option(None, "device for the math, e.g. cuda (default: cpu)")
-    save_to: str = option("", "output LoRA (.safetensors, or .ckpt/.pt/.pth)", required=True, widget="path")
+    save_to: str = option("", "output LoRA (.safetensors, or .ckpt/.pt/.pth)", required=True, widget="path",
+                         accept=("save",) + LORA_SUFFIXES)
     save_precision: str = same_as(TrainConfig, "save_precision", "float", tab="tools", form_default="fp16")
     overwrite: bool = option(False, "replace --save_to if it exists (never an input)")
     json: Optional[str] = option(None, "also write the report as JSON to FILE", metavar="FILE")

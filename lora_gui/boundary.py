@@ -30,6 +30,7 @@ SHARED_DEFINITIONS = (
 TORCH_FREE = (
     "trainer",
     "trainer.config",
+    "trainer.settings.*",
     "trainer.params",
     "trainer.unused_fields",
     "trainer.findings",

@@ -68,8 +68,10 @@ def sd_scripts_command(cfg: TrainConfig) -> SdScriptsCommand:
             result.unsupported.append((f.name, value))
         elif how == "network_module":
             args += ["--network_module", LORA_MODULE]
-        elif how == "network_args":
+        elif how == "network_args" or (how == "network_args_if_set" and value != getattr(defaults, f.name)):
             network_args.append(f"{f.name}={_text(value)}")
+        elif how == "network_args_if_set":
+            continue
         elif how == "file":
             if value.strip():
                 path = Path(cfg.output_dir) / f"{cfg.output_name}.prompts.txt"

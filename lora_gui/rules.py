@@ -59,6 +59,17 @@ def _count(v: Values, name: str) -> int:
         return 1
 
 
+def _huber(v: Values) -> bool:
+    return v.get("loss_type") in ("huber", "smooth_l1")
+
+
+def _positive(v: Values, name: str) -> bool:
+    try:
+        return float(v.get(name) or 0) > 0
+    except (TypeError, ValueError):
+        return True
+
+
 def _several_machines(v: Values) -> bool:
     return _count(v, "num_machines") > 1
 
@@ -88,6 +99,12 @@ ENABLED_WHEN: dict[str, Callable[[Values], bool]] = {
     "network_train_text_encoder_1": _trains_text_encoder,
     "network_train_text_encoder_2": _trains_text_encoder,
     "v2": lambda v: _v2_switches_apply(v.get("_family")),
+    "huber_schedule": _huber,
+    "huber_c": _huber,
+    "huber_scale": _huber,
+    "ip_noise_gamma_random_strength": lambda v: _positive(v, "ip_noise_gamma"),
+    "loraplus_unet_lr_ratio": lambda v: not v.get("network_train_text_encoder_only"),
+    "loraplus_text_encoder_lr_ratio": _trains_text_encoder,
 }
 
 # Value a disabled field is set to (only where a leftover value would be an error or a surprise).

@@ -10,7 +10,7 @@ from lora_gui.family import QUICK_PICKS
 from trainer.config import TrainConfig, iter_field_meta
 
 SD15, SDXL = QUICK_PICKS["sd15"][0], QUICK_PICKS["sdxl"][0]
-HOW = {"network_module", "network_args", "unless_default", "file", "implied", "launch", True, False}
+HOW = {"network_module", "network_args", "network_args_if_set", "unless_default", "file", "implied", "launch", True, False}
 
 
 def _options(text: str) -> dict[str, list[str]]:
@@ -76,6 +76,17 @@ def test_sd_scripts_line_for_locon_multires_and_sdxl(tmp_path):
     assert options["multires_noise_iterations"] == ["6"] and "noise_offset" not in options
     assert options["max_token_length"] == ["225"] and options["no_half_vae"] == []  # shown for SDXL
     assert {name for name, _v in command.unsupported} == {"network_train_text_encoder_1", "network_train_text_encoder_2"}
+
+
+def test_sd_scripts_line_for_loraplus_and_the_loss_options(tmp_path):
+    cfg = TrainConfig(pretrained_model_name_or_path=SDXL, output_dir=str(tmp_path), loraplus_lr_ratio=16.0,
+                      loss_type="huber", huber_schedule="exponential", debiased_estimation_loss=True,
+                      ip_noise_gamma=0.1, zero_terminal_snr=True)
+    options = _options(sd_scripts_command(cfg).text)
+    assert options["network_args"] == ["loraplus_lr_ratio=16.0"]  # the other ratios are off (0)
+    assert options["loss_type"] == ["huber"] and options["huber_schedule"] == ["exponential"]
+    assert options["debiased_estimation_loss"] == [] and options["zero_terminal_snr"] == []
+    assert options["ip_noise_gamma"] == ["0.1"] and "v_pred_like_loss" not in options
 
 
 def test_several_gpus_go_to_the_launcher_on_both_lines(tmp_path):

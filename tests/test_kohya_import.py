@@ -63,6 +63,18 @@ def test_real_kohya_lora_tab_fields_all_land():
     assert cfg.sdpa and not cfg.xformers and cfg.max_token_length == 150
 
 
+def test_kohya_loss_and_loraplus_fields_are_mapped():
+    kohya = {"loss_type": "smooth_l1", "huber_schedule": "exponential", "huber_c": 0.2, "huber_scale": 1.5,
+             "debiased_estimation_loss": True, "ip_noise_gamma": 0.1, "ip_noise_gamma_random_strength": True,
+             "scale_v_pred_loss_like_noise_pred": False, "v_pred_like_loss": 0.3, "loraplus_lr_ratio": 16,
+             "loraplus_unet_lr_ratio": "", "loraplus_text_encoder_lr_ratio": 4, "LoRA_type": "Standard"}
+    cfg, unmapped = import_kohya_config(kohya)
+    assert unmapped == []
+    assert (cfg.loss_type, cfg.huber_schedule, cfg.huber_c, cfg.huber_scale) == ("smooth_l1", "exponential", 0.2, 1.5)
+    assert cfg.debiased_estimation_loss and cfg.ip_noise_gamma == 0.1 and cfg.ip_noise_gamma_random_strength
+    assert cfg.v_pred_like_loss == 0.3 and cfg.loraplus_ratio("unet") == 16.0 and cfg.loraplus_ratio("text_encoder") == 4.0
+
+
 def test_xformers_from_kohya_is_switched_to_sdpa_without_cuda(tmp_path, monkeypatch):
     from lora_gui import presets
     from lora_gui.form import FIELDS

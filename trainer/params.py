@@ -49,7 +49,7 @@ def param(
     `convert(raw)` replaces the scalar type check for lists and objects (raises ValueError).
     `sd_scripts` says how a TrainConfig field appears on an sd-scripts command line (train_network.py):
     True: `--<name>` as is; False: sd-scripts has no such option; "network_args": inside
-    `--network_args name=value`; "network_module": chooses `--network_module`; "unless_default":
+    `--network_args name=value`; "network_args_if_set": the same, left out at its default (off); "network_module": chooses `--network_module`; "unless_default":
     given only when not the default (sd-scripts refuses the default value); "file": the text goes
     into a file whose path is given; "implied": no option of its own, it decides which other options
     are given (fields it disables are left out); "launch": an `accelerate launch` option, before the script.

@@ -200,8 +200,10 @@ class LoraNetwork(nn.Module):
         return [m for m in self.loras.values() if m.part not in self._untrained_parts]
 
     # ---- training ----------------------------------------------------------------------------
-    def param_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
-        """One optimizer group per trained part; a part at lr 0 is frozen, gets no group and is not saved."""
+    def param_groups(self, unet_lr: float, text_encoder_lr: float, *,
+                     loraplus: Optional[Mapping[str, float]] = None) -> list[dict]:
+        """One optimizer group per trained part; a part at lr 0 is frozen, gets no group and is not saved.
+        LoRA+ (`loraplus`: part -> ratio > 0): the part's up matrices get a group of their own at lr x ratio."""
         lrs = {"unet": unet_lr, "text_encoder": text_encoder_lr}
         groups = []
         for part in PARTS:
@@ -215,8 +217,15 @@ class LoraNetwork(nn.Module):
                 self._untrained_parts.add(part)
                 continue
             self._untrained_parts.discard(part)
-            groups.append({"params": [p for m in modules for p in m.parameters()], "lr": lrs[part],
-                           "name": GROUP_NAMES[part]})
+            ratio = (loraplus or {}).get(part, 0.0)
+            if ratio > 0:
+                groups.append({"params": [p for m in modules for p in m.lora_down.parameters()], "lr": lrs[part],
+                               "name": GROUP_NAMES[part]})
+                groups.append({"params": [p for m in modules for p in m.lora_up.parameters()],
+                               "lr": lrs[part] * ratio, "name": f"{GROUP_NAMES[part]}_plus"})
+            else:
+                groups.append({"params": [p for m in modules for p in m.parameters()], "lr": lrs[part],
+                               "name": GROUP_NAMES[part]})
         return groups
 
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -91,10 +91,33 @@ def lora_architecture(base_architecture: str) -> str:
 
 def network_args(cfg: TrainConfig) -> Optional[dict[str, Any]]:
     """sd-scripts' `--network_args` as the kohya_ss GUI passes them (strings), plus the `dropout`
-    entry train_network.py adds before it stores them. None for a standard LoRA (no key written)."""
-    if not cfg.uses_conv_lora():
+    entry train_network.py adds before it stores them. None for a standard LoRA without LoRA+ (no key)."""
+    args: dict[str, Any] = {}
+    if cfg.uses_conv_lora():
+        args.update(conv_dim=str(cfg.conv_dim), conv_alpha=_num(cfg.conv_alpha))
+    for name in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio"):
+        if getattr(cfg, name):
+            args[name] = _num(getattr(cfg, name))
+    if not args:
         return None
-    return {"conv_dim": str(cfg.conv_dim), "conv_alpha": _num(cfg.conv_alpha), "dropout": cfg.network_dropout}
+    return {**args, "dropout": cfg.network_dropout}
+
+
+def loss_metadata(cfg: TrainConfig) -> dict[str, Any]:
+    """The loss options, as sd-scripts stores them (the Huber keys only with a Huber loss)."""
+    keys: dict[str, Any] = {
+        "ss_zero_terminal_snr": cfg.zero_terminal_snr,
+        "ss_ip_noise_gamma": float(cfg.ip_noise_gamma) if cfg.ip_noise_gamma else None,
+        "ss_ip_noise_gamma_random_strength": cfg.ip_noise_gamma_random_strength,
+        "ss_debiased_estimation": cfg.debiased_estimation_loss,
+        "ss_loss_type": cfg.loss_type,
+        "ss_scale_v_pred_loss_like_noise_pred": cfg.scale_v_pred_loss_like_noise_pred,
+        "ss_v_pred_like_loss": float(cfg.v_pred_like_loss) if cfg.v_pred_like_loss else None,
+    }
+    if cfg.loss_type in ("huber", "smooth_l1"):
+        keys.update(ss_huber_schedule=cfg.huber_schedule, ss_huber_c=float(cfg.huber_c),
+                    ss_huber_scale=float(cfg.huber_scale))
+    return keys
 
 
 def build_training_metadata(cfg: TrainConfig, info: RunInfo) -> dict[str, str]:
@@ -143,7 +166,6 @@ def build_training_metadata(cfg: TrainConfig, info: RunInfo) -> dict[str, str]:
                                          if multires and cfg.multires_noise_iterations else None),
         "ss_multires_noise_discount": float(cfg.multires_noise_discount) if multires else None,
         "ss_adaptive_noise_scale": None,
-        "ss_zero_terminal_snr": False,
         "ss_training_comment": cfg.training_comment,
         "ss_optimizer": optimizer,
         "ss_max_grad_norm": float(cfg.max_grad_norm),
@@ -154,10 +176,7 @@ def build_training_metadata(cfg: TrainConfig, info: RunInfo) -> dict[str, str]:
         "ss_prior_loss_weight": float(cfg.prior_loss_weight),
         "ss_min_snr_gamma": float(cfg.min_snr_gamma) if cfg.min_snr_gamma else None,
         "ss_scale_weight_norms": float(cfg.scale_weight_norms),
-        "ss_ip_noise_gamma": None,
-        "ss_debiased_estimation": False,
         "ss_noise_offset_random_strength": False,
-        "ss_loss_type": "l2",
         "ss_fp8_base": False,
         # dataset (folder mode)
         "ss_batch_size_per_device": cfg.train_batch_size,
@@ -178,6 +197,7 @@ def build_training_metadata(cfg: TrainConfig, info: RunInfo) -> dict[str, str]:
         "ss_bucket_info": json.dumps(info.bucket_info),
         "ss_sd_model_name": _model_name(cfg.pretrained_model_name_or_path),
     }
+    ss.update(loss_metadata(cfg))
     args = network_args(cfg)
     if args is not None:
         ss["ss_network_args"] = json.dumps(args)

@@ -20,7 +20,7 @@ from trainer.findings import ERROR, WARNING, Finding, has_errors
 from trainer.preflight.registry import RULES, Context, all_codes, detect_cuda, trains_text_encoder
 
 # The topic modules register their rules on import; this order is the order of the findings.
-from trainer.preflight import model, folders, outputs, training, hardware, caching, resolution, samples, processes  # noqa: E402,I001,E501
+from trainer.preflight import model, folders, outputs, training, loss, hardware, caching, resolution, samples, processes  # noqa: E402,I001,E501
 from trainer.preflight.model import check_model_path, family_issues
 from trainer.preflight.outputs import OUTPUT_PATH_CODES, output_name_problem, output_path_issues
 

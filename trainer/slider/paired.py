@@ -232,8 +232,8 @@ def build_paired_run(spec: SliderSpec, files: SliderFiles, events: SliderEvents,
     model.comp.vae.to("cpu")  # not needed again while training
 
     generator = torch.Generator().manual_seed(cfg.seed)
-    diffusion = DiffusionObjective(cfg, model.family, model.comp, conditioner,
-                                   NoiseSchedule.from_scheduler_config(model.comp.scheduler_config), generator,
+    schedule = NoiseSchedule.from_scheduler_config(model.comp.scheduler_config, zero_terminal_snr=cfg.zero_terminal_snr)
+    diffusion = DiffusionObjective(cfg, model.family, model.comp, conditioner, schedule, generator,
                                    weight_dtype=precision.weight_dtype, autocast=accelerator.autocast)
     plan = PairPlan.of(len(samples), cfg, accelerator.num_processes)
     optimizer, lr_scheduler = build_optimization(cfg, model, accelerator, total_steps=plan.total_steps)

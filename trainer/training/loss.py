@@ -8,27 +8,16 @@ noise one process with both images sees, and the generator stays in step on all 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from trainer.config import TrainConfig
 from trainer.families.base import Components, ModelFamily
 from trainer.training.batches import Batch
 from trainer.training.conditioning import Conditioner
+from trainer.training.loss_terms import LossTerms
 from trainer.training.noise import NoiseSchedule, make_noise, sample_timesteps
-
-
-def per_sample_loss(prediction: torch.Tensor, target: torch.Tensor, sample_weights: torch.Tensor) -> torch.Tensor:
-    """MSE per sample (mean over C, H, W), times the per-sample weight."""
-    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-    return per_sample * sample_weights.to(per_sample.device)
-
-
-def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, sample_weights: torch.Tensor) -> torch.Tensor:
-    """The weighted per-sample MSE averaged over the batch."""
-    return per_sample_loss(prediction, target, sample_weights).mean()
 
 
 class DiffusionObjective:
@@ -44,6 +33,7 @@ class DiffusionObjective:
         self.device = conditioner.device
         self.latent_channels = comp.vae.config.latent_channels
         self.latent_factor = 2 ** (len(comp.vae.config.block_out_channels) - 1)  # diffusers' vae_scale_factor
+        self.terms = LossTerms(cfg, schedule)
 
     def draw(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise of `shape` and one timestep per sample, from the run's noise generator."""
@@ -58,6 +48,7 @@ class DiffusionObjective:
     def __call__(self, batch: Batch) -> torch.Tensor:
         data = batch.data
         noise, timesteps = self.draw(self._global_shape(batch))
+        input_noise = self.terms.input_noise(noise, self.generator)  # drawn for the whole batch, as the noise
         if data is None:
             return torch.zeros((), device=self.device)
         if data.get("latents") is not None:
@@ -67,17 +58,18 @@ class DiffusionObjective:
         local = slice(batch.offset, batch.offset + latents.shape[0])
         weights = torch.as_tensor(data["loss_weights"], dtype=torch.float32, device=self.device)
         cond = self.conditioner.encode_text(data["captions"])
-        return self.side_loss(latents, noise[local], timesteps[local], cond, data, weights).sum()
+        return self.side_loss(latents, noise[local], timesteps[local], cond, data, weights,
+                              input_noise=None if input_noise is None else input_noise[local]).sum()
 
     def side_loss(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, cond: dict,
-                  extras: dict, weights: torch.Tensor) -> torch.Tensor:
-        """The weighted per-sample losses of `latents` noised with `noise` at `timesteps`."""
-        noisy = self.schedule.add_noise(latents, noise, timesteps)
+                  extras: dict, weights: torch.Tensor, *, input_noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The weighted per-sample losses of `latents` noised with `noise` (or `input_noise`, ip_noise_gamma's
+        perturbed noise, while the target keeps `noise`) at `timesteps`."""
+        noisy = self.schedule.add_noise(latents, noise if input_noise is None else input_noise, timesteps)
         with self.autocast():
             pred = self.family.predict(self.comp, noisy.to(self.weight_dtype), timesteps, cond, extras)
-        if self.cfg.min_snr_gamma > 0:
-            weights = weights * self.schedule.min_snr_weights(timesteps, self.cfg.min_snr_gamma)
-        return per_sample_loss(pred, self.schedule.target(latents, noise, timesteps), weights)
+        loss = self.terms.per_sample(pred, self.schedule.target(latents, noise, timesteps), timesteps)
+        return self.terms.apply_weights(loss * weights.to(loss.device), timesteps)
 
     def _global_shape(self, batch: Batch) -> tuple[int, int, int, int]:
         """The latents' shape of the whole batch (one bucket), known on a process without a slice too."""

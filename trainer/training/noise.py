@@ -36,9 +36,15 @@ class NoiseSchedule:
         self.snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
 
     @classmethod
-    def from_scheduler_config(cls, scheduler_config: dict) -> "NoiseSchedule":
-        """The schedule of a loaded model (`Components.scheduler_config`, which holds the prediction type)."""
-        return cls(scheduler_config.get("prediction_type", "epsilon"), alphas_cumprod(scheduler_config))
+    def from_scheduler_config(cls, scheduler_config: dict, *, zero_terminal_snr: bool = False) -> "NoiseSchedule":
+        """The schedule of a loaded model (`Components.scheduler_config`, which holds the prediction type).
+        `zero_terminal_snr`: betas rescaled so the last timestep is pure noise (diffusers' rescaling); its ᾱ
+        is kept a hair above 0 so that its SNR (and the weights divided by it) stay finite."""
+        config = dict(scheduler_config, rescale_betas_zero_snr=True) if zero_terminal_snr else scheduler_config
+        alpha_bar = alphas_cumprod(config)
+        if zero_terminal_snr:
+            alpha_bar[-1] = max(float(alpha_bar[-1]), 2.0 ** -24)
+        return cls(scheduler_config.get("prediction_type", "epsilon"), alpha_bar)
 
     def _coeffs(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.alphas_cumprod.to(like.device)[timesteps].to(like.dtype)

@@ -47,8 +47,8 @@ def build_training_run(cfg: TrainConfig, *, accelerator: Accelerator, precision:
             conditioner.cache_before_training([(i.path, i.caption) for i in plan.images], events)
 
     generator = torch.Generator().manual_seed(cfg.seed)
-    objective = DiffusionObjective(cfg, model.family, model.comp, conditioner,
-                                   NoiseSchedule.from_scheduler_config(model.comp.scheduler_config), generator,
+    schedule = NoiseSchedule.from_scheduler_config(model.comp.scheduler_config, zero_terminal_snr=cfg.zero_terminal_snr)
+    objective = DiffusionObjective(cfg, model.family, model.comp, conditioner, schedule, generator,
                                    weight_dtype=precision.weight_dtype, autocast=accelerator.autocast)
     optimizer, lr_scheduler = build_optimization(cfg, model, accelerator, total_steps=plan.total_steps)
     position = TrainPosition(global_step=0, epoch=0, batch_in_epoch=0, loss_history=[])
@@ -99,7 +99,8 @@ def build_optimization(cfg: TrainConfig, model: ModelSetup, accelerator: Acceler
     from trainer.training.optimizers import build_optimizer, effective_optimizer_args
     from trainer.training.schedulers import build_lr_scheduler
 
-    groups = model.network.param_groups(cfg.effective_unet_lr(), cfg.effective_text_encoder_lr())
+    groups = model.network.param_groups(cfg.effective_unet_lr(), cfg.effective_text_encoder_lr(),
+                                        loraplus={part: cfg.loraplus_ratio(part) for part in ("unet", "text_encoder")})
     args = effective_optimizer_args(cfg.optimizer_type, cfg.lr_scheduler, cfg.optimizer_args)
     optimizer = accelerator.prepare_optimizer(build_optimizer(cfg.optimizer_type, groups, cfg.learning_rate, args))
     lr_scheduler = build_lr_scheduler(cfg.lr_scheduler, optimizer.optimizer, total_steps=total_steps,

@@ -1,9 +1,10 @@
 """The loss options of issue 13 on real tensors: loss types and the Huber schedule, the timestep weights
 (debiased estimation, scale-v-pred, v-pred-like), input-perturbation noise, zero terminal SNR, LoRA+; and a
-real run with all of them, whose file records them as sd-scripts does."""
+real run with all of them (and rank / module dropout), whose file records them as sd-scripts does."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -127,7 +128,8 @@ def test_a_run_with_the_loss_options_records_them_and_trains_differently(tmp_pat
     base = dict(max_train_epochs=1, save_every_n_epochs=0)
     code, plain = train(make_run_config(tmp_path / "a", tiny_sd1, images, **base))
     options = dict(loss_type="huber", huber_schedule="snr", huber_c=0.2, debiased_estimation_loss=True,
-                   ip_noise_gamma=0.1, zero_terminal_snr=True, v_pred_like_loss=0.1, loraplus_lr_ratio=16.0)
+                   ip_noise_gamma=0.1, zero_terminal_snr=True, v_pred_like_loss=0.1, loraplus_lr_ratio=16.0,
+                   rank_dropout=0.1, module_dropout=0.1)
     cfg = make_run_config(tmp_path / "b", tiny_sd1, images, **base, **options)
     code_b, tuned = train(cfg)
     assert code == 0 and code_b == 0
@@ -139,7 +141,8 @@ def test_a_run_with_the_loss_options_records_them_and_trains_differently(tmp_pat
     assert meta["ss_loss_type"] == "huber" and meta["ss_huber_schedule"] == "snr" and meta["ss_huber_c"] == "0.2"
     assert meta["ss_debiased_estimation"] == "True" and meta["ss_zero_terminal_snr"] == "True"
     assert meta["ss_ip_noise_gamma"] == "0.1" and meta["ss_v_pred_like_loss"] == "0.1"
-    assert '"loraplus_lr_ratio": "16"' in meta["ss_network_args"]
+    args = json.loads(meta["ss_network_args"])
+    assert args["loraplus_lr_ratio"] == "16" and args["rank_dropout"] == "0.1" and args["module_dropout"] == "0.1"
 
 
 def test_preflight_warns_about_loss_options_that_clash_or_do_nothing(tmp_path, tiny_sd1):

@@ -54,10 +54,11 @@ def family_and_components(name: str):
     return get_family(info), comp, pipe
 
 
-def inject(name: str, *, conv: bool = False, dropout: float = 0.0, **kwargs):
+def inject(name: str, *, conv: bool = False, dropout: float = 0.0, rank_dropout: float = 0.0,
+           module_dropout: float = 0.0, **kwargs):
     family, comp, pipe = family_and_components(name)
     spec = NetworkSpec(rank=RANK, alpha=ALPHA, conv_rank=CONV_RANK if conv else 0, conv_alpha=CONV_ALPHA,
-                       dropout=dropout)
+                       dropout=dropout, rank_dropout=rank_dropout, module_dropout=module_dropout)
     return LoraNetwork.inject(family, comp, spec, **kwargs), pipe
 
 
@@ -301,6 +302,51 @@ def test_part_not_trained_is_not_injected():
 
 
 # ---- 5. dropout, multiplier, max norm ------------------------------------------------------------
+def test_rank_dropout_drops_whole_ranks_per_sample_and_module_dropout_skips_the_module():
+    p = 0.5
+    network, pipe = inject("sd1", conv=True, rank_dropout=p)
+    randomize(network)
+    path = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    layer, m = pipe.unet.get_submodule(path), network.loras[unet_name(path)]
+    x = torch.randn(6, 16, 32)
+    network.train()
+    with torch.no_grad():
+        down = m.lora_down(x)  # (6, 16, r): the hook keeps or drops each rank for a whole sample
+    clean = x @ m.lora_down.weight.T
+    dropped = (down == 0).all(dim=1)  # (6, r): a rank is dropped for every token of the sample or for none
+    assert torch.equal(dropped, (down == 0).any(dim=1))
+    assert 0.2 < dropped.float().mean() < 0.8 and len({tuple(r) for r in dropped.tolist()}) > 1  # differs per sample
+    kept = ~dropped.unsqueeze(1).expand_as(down)
+    torch.testing.assert_close(down[kept], clean[kept] / (1 - p))  # the kept ranks are rescaled
+    conv_name = [n for n in network.loras if "resnets_0_conv1" in n][0]
+    conv = network.loras[conv_name]
+    with torch.no_grad():
+        out = conv.lora_down(torch.randn(3, conv.lora_down.in_channels, 8, 8))  # (3, r, 8, 8)
+    per_rank = (out == 0).flatten(2).all(dim=2)
+    assert torch.equal(per_rank, (out == 0).flatten(2).any(dim=2)) and per_rank.any()  # whole maps per rank
+    network.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m.lora_down(x), clean)  # only while training
+
+    skipped, pipe = inject("sd1", module_dropout=1.0)
+    randomize(skipped)
+    layer, m = pipe.unet.get_submodule(path), skipped.loras[unet_name(path)]
+    skipped.train()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), layer.base_layer(x))  # p = 1: the LoRA never adds anything
+        skipped.eval()
+        assert not torch.allclose(layer(x), layer.base_layer(x))
+        torch.testing.assert_close(layer(x), layer.base_layer(x) + m.lora_up(m.lora_down(x)) * m.scale)
+    half, pipe = inject("sd1", module_dropout=0.5)
+    randomize(half)
+    layer = pipe.unet.get_submodule(path)
+    half.train()
+    with torch.no_grad():
+        base = layer.base_layer(x)
+        skipped_passes = sum(torch.allclose(layer(x), base) for _ in range(40))
+    assert 8 < skipped_passes < 32  # about half of the forward passes
+
+
 def test_network_dropout_acts_on_the_down_output():
     p = 0.5
     network, pipe = inject("sd1", dropout=p)

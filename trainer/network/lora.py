@@ -55,12 +55,15 @@ class NetworkSpec:
     conv_rank: Optional[int] = 0  # 0/None: no conv LoRA (Standard); > 0: LoCon
     conv_alpha: Optional[float] = 1.0
     dropout: float = 0.0  # kohya network_dropout, on the lora_down output
+    rank_dropout: float = 0.0  # kohya rank_dropout: whole ranks of the lora_down output, per sample
+    module_dropout: float = 0.0  # kohya module_dropout: the whole module skipped for a forward pass
 
     @classmethod
     def from_config(cls, cfg: Any) -> "NetworkSpec":
         return cls(rank=cfg.network_dim, alpha=cfg.network_alpha,
                    conv_rank=cfg.conv_dim if cfg.uses_conv_lora() else 0,
-                   conv_alpha=cfg.conv_alpha, dropout=cfg.network_dropout)
+                   conv_alpha=cfg.conv_alpha, dropout=cfg.network_dropout, rank_dropout=cfg.rank_dropout,
+                   module_dropout=cfg.module_dropout)
 
     @property
     def uses_conv(self) -> bool:
@@ -103,7 +106,7 @@ class KohyaLoraModule(nn.Module):
     network never touches the base weights."""
 
     def __init__(self, name: str, part: str, layer: nn.Module, *, aliases: Iterable[str] = (),
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, rank_dropout: float = 0.0, module_dropout: float = 0.0):
         super().__init__()
         self.name = name
         self.part = part
@@ -119,9 +122,32 @@ class KohyaLoraModule(nn.Module):
             # regulariser, so it stays off and this hook on lora_A does kohya's without replacing
             # peft's forward. It follows lora_down.training, i.e. network.train() / .eval().
             self.lora_down.register_forward_hook(self._dropout_hook)
+        # kohya's rank and module dropout, as hooks for the same reason: peft has neither
+        self.rank_dropout, self.module_dropout = rank_dropout, module_dropout
+        if rank_dropout > 0:
+            self.lora_down.register_forward_hook(self._rank_dropout_hook)
+        if module_dropout > 0:
+            self.lora_up.register_forward_hook(self._module_dropout_hook)
 
     def _dropout_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         return F.dropout(output, p=self.dropout, training=module.training)
+
+    def _rank_dropout_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Each sample keeps each rank with probability 1 − p, the kept ones scaled by 1/(1 − p) (kohya
+        scales the module's output instead: the same, as lora_up is linear)."""
+        if not module.training:
+            return output
+        rank_axis = 1 if output.dim() == 4 else output.dim() - 1  # conv: (B, r, H, W); linear: (B, ..., r)
+        shape = [output.shape[0]] + [1] * (output.dim() - 1)
+        shape[rank_axis] = output.shape[rank_axis]
+        keep = torch.rand(shape, device=output.device) > self.rank_dropout
+        return output * keep.to(output.dtype) / (1.0 - self.rank_dropout)
+
+    def _module_dropout_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """With probability p the module adds nothing in this forward pass (training only)."""
+        if module.training and float(torch.rand(1)) < self.module_dropout:
+            return output * 0.0
+        return output
 
     @property
     def layer(self) -> nn.Module:
@@ -185,7 +211,8 @@ class LoraNetwork(nn.Module):
                 plain = canonical_name(f"{root.prefix}_{t.path.replace('.', '_')}")  # names in peft files
                 modules.append(KohyaLoraModule(family.kohya_module_name(root, t.path), root.kind,
                                                root.module.get_submodule(t.path), aliases=[plain],
-                                               dropout=spec.dropout))
+                                               dropout=spec.dropout, rank_dropout=spec.rank_dropout,
+                                               module_dropout=spec.module_dropout))
         network = cls(modules, spec)
         if dtype is not None:
             network.to(dtype=dtype)

@@ -95,7 +95,8 @@ def network_args(cfg: TrainConfig) -> Optional[dict[str, Any]]:
     args: dict[str, Any] = {}
     if cfg.uses_conv_lora():
         args.update(conv_dim=str(cfg.conv_dim), conv_alpha=_num(cfg.conv_alpha))
-    for name in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio"):
+    for name in ("rank_dropout", "module_dropout", "loraplus_lr_ratio", "loraplus_unet_lr_ratio",
+                 "loraplus_text_encoder_lr_ratio"):
         if getattr(cfg, name):
             args[name] = _num(getattr(cfg, name))
     if not args:

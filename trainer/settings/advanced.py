@@ -13,6 +13,13 @@ from trainer.settings.choices import *  # noqa: F401,F403  (the choices and chec
 class AdvancedSettings:
     network_dropout: float = param(0.0, "Dropout on the LoRA down-projection output.", tab="advanced", section="network",
                                    label="Network dropout", min=0.0, max=1.0)
+    rank_dropout: float = param(0.0, "Drop each rank of a LoRA module's down output with this probability per "
+                                "sample while training (kohya's rank_dropout; 0 = off).", tab="advanced",
+                                section="network", label="Rank dropout", min=0.0, max=1.0,
+                                sd_scripts="network_args_if_set")
+    module_dropout: float = param(0.0, "Skip a whole LoRA module with this probability at each training forward "
+                                  "pass (kohya's module_dropout; 0 = off).", tab="advanced", section="network",
+                                  label="Module dropout", min=0.0, max=1.0, sd_scripts="network_args_if_set")
     network_train_unet_only: bool = param(False, "Train only the UNet LoRA.", tab="advanced", section="network",
                                           label="Train UNet only")
     network_train_text_encoder_only: bool = param(False, "Train only the text-encoder LoRA.", tab="advanced", section="network",

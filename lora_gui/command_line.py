@@ -64,8 +64,9 @@ def sd_scripts_command(cfg: TrainConfig) -> SdScriptsCommand:
         value, how = getattr(cfg, f.name), meta.get("sd_scripts", True)
         if f.name in skipped or how in ("implied", "launch"):
             continue
-        if how is False:
-            result.unsupported.append((f.name, value))
+        if how is False:  # listed only when it changes something (at its default it is what sd-scripts does)
+            if value != getattr(defaults, f.name):
+                result.unsupported.append((f.name, value))
         elif how == "network_module":
             args += ["--network_module", LORA_MODULE]
         elif how == "network_args" or (how == "network_args_if_set" and value != getattr(defaults, f.name)):

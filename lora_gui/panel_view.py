@@ -256,7 +256,7 @@ def gallery_items(state: ViewState, lang: str, limit: int = 60) -> list[tuple[st
 # ---- saved files -----------------------------------------------------------------------------
 KIND_KEYS = {"epoch": "file.kind_epoch", "step": "file.kind_step", "final": "file.kind_final",
              "stopped": "file.kind_stopped", "state": "file.kind_state", "last": "file.kind_final",
-             "intermediate": "file.kind_intermediate"}
+             "intermediate": "file.kind_intermediate", "non_ema": "file.kind_non_ema"}
 
 
 def _shown_name(path: str, output_dir: str) -> str:

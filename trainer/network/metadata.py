@@ -105,7 +105,7 @@ def network_args(cfg: TrainConfig) -> Optional[dict[str, Any]]:
 
 
 def loss_metadata(cfg: TrainConfig) -> dict[str, Any]:
-    """The loss options, as sd-scripts stores them (the Huber keys only with a Huber loss)."""
+    """The loss options, as sd-scripts stores them (the Huber keys only with a Huber loss), and the EMA's."""
     keys: dict[str, Any] = {
         "ss_zero_terminal_snr": cfg.zero_terminal_snr,
         "ss_ip_noise_gamma": float(cfg.ip_noise_gamma) if cfg.ip_noise_gamma else None,
@@ -115,6 +115,9 @@ def loss_metadata(cfg: TrainConfig) -> dict[str, Any]:
         "ss_scale_v_pred_loss_like_noise_pred": cfg.scale_v_pred_loss_like_noise_pred,
         "ss_v_pred_like_loss": float(cfg.v_pred_like_loss) if cfg.v_pred_like_loss else None,
     }
+    if cfg.ema_decay:  # not an sd-scripts option: our own keys, beside its ss_* ones
+        keys.update(ss_ema_decay=float(cfg.ema_decay), ss_ema_start_step=cfg.ema_start_step,
+                    ss_ema_update_every=cfg.ema_update_every)
     if cfg.loss_type in ("huber", "smooth_l1"):
         keys.update(ss_huber_schedule=cfg.huber_schedule, ss_huber_c=float(cfg.huber_c),
                     ss_huber_scale=float(cfg.huber_scale))

@@ -20,6 +20,17 @@ class AdvancedSettings:
     module_dropout: float = param(0.0, "Skip a whole LoRA module with this probability at each training forward "
                                   "pass (kohya's module_dropout; 0 = off).", tab="advanced", section="network",
                                   label="Module dropout", min=0.0, max=1.0, sd_scripts="network_args_if_set")
+    ema_decay: float = param(0.0, "EMA of the LoRA weights: the saved files and the samples use their moving "
+                             "average (0 = off; 0.999 is common). The decay ramps up over the first updates.",
+                             tab="advanced", section="ema", label="EMA decay", min=0.0, max=0.99999, sd_scripts=False)
+    ema_start_step: int = param(0, "Optimizer step the average starts at (before it, it follows the weights).",
+                                tab="advanced", section="ema", label="EMA start step", min=0, max=10_000_000,
+                                sd_scripts=False)
+    ema_update_every: int = param(1, "Update the average every N optimizer steps.", tab="advanced", section="ema",
+                                  label="EMA update every N steps", min=1, max=10_000, sd_scripts=False)
+    ema_save_non_ema: bool = param(False, "Also save each LoRA with the raw (non-EMA) weights, as "
+                                   "<file>-non_ema.safetensors.", tab="advanced", section="ema",
+                                   label="Also save non-EMA weights", sd_scripts=False)
     network_train_unet_only: bool = param(False, "Train only the UNet LoRA.", tab="advanced", section="network",
                                           label="Train UNet only")
     network_train_text_encoder_only: bool = param(False, "Train only the text-encoder LoRA.", tab="advanced", section="network",

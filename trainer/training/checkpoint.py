@@ -3,6 +3,7 @@ the disk is full. Only the main process writes; the others wait for it."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -74,6 +75,8 @@ class CheckpointWriter:
     save_precision: str
     save_state: bool  # every save writes its state folder too (a stopped save always does)
     saved_files: list[str] = field(default_factory=list)
+    ema: Any = None  # NetworkEMA: the files hold its average, the state both
+    save_non_ema: bool = False  # with EMA: also `<file>-non_ema` with the raw weights
 
     def save(self, path: Path, *, kind: str, epoch: int, step: int) -> None:
         """Save the LoRA (and its state). A full disk does not lose the weights: a periodic save is skipped
@@ -141,9 +144,17 @@ class CheckpointWriter:
         from trainer.network.kohya_format import write_lora_file
 
         if str(path) not in self.saved_files:  # a retry after a full disk does not rewrite what it wrote
-            lora = self.network.to_lora_file(self.metadata(epoch=epoch, step=step))
+            metadata = self.metadata(epoch=epoch, step=step)
+            with self.ema.applied() if self.ema is not None else nullcontext():
+                lora = self.network.to_lora_file(metadata)
             # no save replaces a file (a stop takes a free name: RunFiles.stopped_lora)
             write_lora_file(path, lora, save_precision=self.save_precision, exclusive=True)
+            if self.ema is not None and self.save_non_ema:
+                raw = path.with_name(f"{path.stem}-non_ema{path.suffix}")
+                write_lora_file(raw, self.network.to_lora_file(metadata), save_precision=self.save_precision,
+                                exclusive=True)
+                self.events.emit("saved", path=str(raw), kind="non_ema", epoch=epoch, step=step,
+                                 size_bytes=raw.stat().st_size)
             self.saved_files.append(str(path))
             self.events.emit("saved", path=str(path), kind=kind, epoch=epoch, step=step,
                              size_bytes=path.stat().st_size)
@@ -152,5 +163,6 @@ class CheckpointWriter:
                                    network_state=self.network.trainable_state(), optimizer=self.optimizer,
                                    scheduler=self.lr_scheduler, noise_generator=self.noise_generator,
                                    grad_scaler=self.accelerator.scaler,
-                                   num_processes=self.accelerator.num_processes)
+                                   num_processes=self.accelerator.num_processes,
+                                   trees={"ema": self.ema.state_dict()} if self.ema is not None else None)
             self.events.emit("saved", path=str(state_dir), kind="state", epoch=epoch, step=step, size_bytes=0)

@@ -4,6 +4,7 @@ samples (the other processes' event writer writes nothing); saves go through the
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -122,11 +123,12 @@ class TrainingHooks:
         prompts = parse_prompts(self.cfg.sample_prompts)
         if not prompts or not self.checkpoints.accelerator.is_main_process:
             return
-        cfg, model = self.cfg, self.model
-        paths = generate_samples(model.family, model.comp, prompts, out_dir=self.files.samples_dir,
-                                 output_name=cfg.output_name, step=step, epoch=epoch, sampler=cfg.sample_sampler,
-                                 device=self.device, dtype=self.weight_dtype,
-                                 clip_skip=cfg.clip_skip, max_token_length=cfg.max_token_length, base_seed=cfg.seed)
+        cfg, model, ema = self.cfg, self.model, self.checkpoints.ema
+        with ema.applied() if ema is not None else nullcontext():  # samples show what the files hold
+            paths = generate_samples(model.family, model.comp, prompts, out_dir=self.files.samples_dir,
+                                     output_name=cfg.output_name, step=step, epoch=epoch, sampler=cfg.sample_sampler,
+                                     device=self.device, dtype=self.weight_dtype, clip_skip=cfg.clip_skip,
+                                     max_token_length=cfg.max_token_length, base_seed=cfg.seed)
         model.network.train()  # sampling switched the models to eval mode (network dropout)
         self.events.emit("sample", step=step, epoch=epoch, paths=[str(x) for x in paths],
                          prompts=[pr.prompt for pr in prompts])

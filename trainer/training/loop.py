@@ -48,6 +48,7 @@ class TrainingRun:
     position: TrainPosition
     stop: Any  # StopSignal
     hooks: LoopHooks
+    ema: Any = None  # NetworkEMA, when ema_decay is set
 
     def stop_requested(self) -> bool:
         return any_process(self.accelerator, self.stop.requested())
@@ -77,6 +78,8 @@ def train(run: TrainingRun) -> str:
                 continue
             optimizer_step(run, params)
             pos.global_step += 1
+            if run.ema is not None:
+                run.ema.update(pos.global_step)
             pos.loss_history = (pos.loss_history + [step_loss])[-window:]
             run.hooks.stepped(run, step_loss, time.perf_counter() - t_step)
             step_loss, t_step = 0.0, time.perf_counter()

@@ -21,6 +21,7 @@ from trainer.training.accel import Precision
 from trainer.training.batches import DatasetBatches, Shard
 from trainer.training.checkpoint import CheckpointWriter, RunFiles
 from trainer.training.conditioning import Conditioner
+from trainer.training.ema import NetworkEMA
 from trainer.training.hooks import TrainingHooks
 from trainer.training.loop import TrainingRun
 from trainer.training.loss import DiffusionObjective
@@ -54,8 +55,10 @@ def build_training_run(cfg: TrainConfig, *, accelerator: Accelerator, precision:
     position = TrainPosition(global_step=0, epoch=0, batch_in_epoch=0, loss_history=[])
     files = RunFiles(Path(cfg.output_dir), cfg.output_name, cfg.save_model_as)
     metadata = RunMetadata(cfg, model, scan, plan, accelerator.num_processes)
+    ema = NetworkEMA.for_run(cfg, model.network.trainable_parameters())
     writer = CheckpointWriter(files, events, stop, accelerator, model.network, optimizer, lr_scheduler, generator,
-                              position, metadata, cfg.save_precision, cfg.save_state)
+                              position, metadata, cfg.save_precision, cfg.save_state, ema=ema,
+                              save_non_ema=cfg.ema_save_non_ema)
     hooks = TrainingHooks(cfg, plan, events, files, writer, model, device, precision.weight_dtype,
                           meter=ResourceMeter(device), tensorboard=TensorBoardLog(accelerator, cfg))
     batches = DatasetBatches(dataset, Shard(accelerator.process_index, accelerator.num_processes,
@@ -63,7 +66,7 @@ def build_training_run(cfg: TrainConfig, *, accelerator: Accelerator, precision:
                              workers=cfg.max_data_loader_n_workers, persistent=cfg.persistent_data_loader_workers,
                              pin_memory=device.type == "cuda")
     run = TrainingRun(cfg, accelerator, model.network, batches, objective, optimizer, lr_scheduler, position,
-                      stop, hooks)
+                      stop, hooks, ema=ema)
     if resume is not None:
         restore(run, resume, generator, source=cfg.resume, events=events)
     return run, writer
@@ -127,6 +130,10 @@ def restore(run: TrainingRun, state: LoadedState, generator: torch.Generator, *,
     if run.accelerator.scaler is not None and state.grad_scaler:
         run.accelerator.scaler.load_state_dict(state.grad_scaler)
     restore_rng(state.rng, generator)
+    if run.ema is not None and state.ema is not None:
+        run.ema.load_state_dict(state.ema)
+    elif run.ema is not None:
+        events.emit("log", message=f"{source} holds no EMA weights: the EMA starts from the resumed weights")
     run.position.__dict__.update(state.position.__dict__)  # the writer and hooks hold this same object
     events.emit("log", message=f"resumed from {source} at step {run.position.global_step}")
 

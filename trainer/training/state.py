@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -64,7 +64,9 @@ def restore_rng(state: dict[str, Any], noise_generator: torch.Generator) -> None
 
 def save_state(folder: Path, *, position: TrainPosition, network_state: dict[str, torch.Tensor],
                optimizer: torch.optim.Optimizer, scheduler: Any, noise_generator: torch.Generator,
-               grad_scaler: Any = None, num_processes: int = 1) -> Path:
+               grad_scaler: Any = None, num_processes: int = 1, trees: Optional[dict[str, Any]] = None) -> Path:
+    """Write the state atomically (a temporary folder renamed into place). `trees`: more named parts of the
+    run's state (the EMA's: "ema"), each a safe tree of its own."""
     from safetensors.torch import save
 
     folder = Path(folder)
@@ -76,6 +78,8 @@ def save_state(folder: Path, *, position: TrainPosition, network_state: dict[str
         save_tree(tmp, "rng", capture_rng(noise_generator))
         if grad_scaler is not None:
             save_tree(tmp, "grad_scaler", grad_scaler.state_dict())
+        for name, tree in (trees or {}).items():
+            save_tree(tmp, name, tree)
         record = {**asdict(position), "state_format": STATE_FORMAT, "num_processes": num_processes}
         write_synced(tmp / STATE_FILE, json.dumps(record, indent=1).encode("utf-8"))
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; a state folder is an ordinary folder
@@ -101,6 +105,7 @@ class LoadedState:
     rng: dict[str, Any]
     grad_scaler: dict[str, Any] | None
     num_processes: int = 1  # the batches of a step were split over this many processes
+    ema: dict[str, Any] | None = None  # the EMA's state, when the run kept one
 
 
 def load_state(folder: Path) -> LoadedState:
@@ -124,7 +129,8 @@ def load_state(folder: Path) -> LoadedState:
                            optimizer=load_tree(folder, "optimizer"), scheduler=load_tree(folder, "scheduler"),
                            rng=load_tree(folder, "rng"),
                            grad_scaler=load_tree(folder, "grad_scaler") if has_scaler else None,
-                           num_processes=num_processes)
+                           num_processes=num_processes,
+                           ema=load_tree(folder, "ema") if (folder / "ema.json").exists() else None)
     except SafeTreeError as exc:
         raise TrainingError("resume_state_unreadable", f"cannot resume from {folder}: {exc}", field="resume",
                             hint="Pick another state folder (<name>-...-state), or " + RESUME_HINT[0].lower()

@@ -50,6 +50,7 @@ TORCH_FREE = (
     "trainer.data.image_header",
     "trainer.data.image_modes",
     "trainer.data.latent_cache",
+    "trainer.data.masks",
     "trainer.data.scan",
     "trainer.data.steps",
     "trainer.families",

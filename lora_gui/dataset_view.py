@@ -55,6 +55,7 @@ def render_summary(summary: Optional[DatasetSummary], lang: str, *, engine_ready
         parts.append(f'<div class="lg-issue lg-issue-error">✖ {esc(summary.error)}</div>')
     if summary.subsets:
         rows = []
+        masked = any(s.masks is not None for s in summary.subsets)
         for s in summary.subsets:
             badge = (f'<span class="lg-badge reg">{esc(t("dataset.reg_badge", lang))}</span>' if s.is_reg
                      else f'<span class="lg-badge train">{esc(t("dataset.train_badge", lang))}</span>')
@@ -63,12 +64,15 @@ def render_summary(summary: Optional[DatasetSummary], lang: str, *, engine_ready
             rows.append(
                 f'<tr><td>{badge} <code>{esc(s.folder)}</code></td><td class="num">{s.repeats}</td>'
                 f'<td>{esc(s.tokens)}</td><td class="num">{s.images}</td>'
-                f'<td class="num cov-{cov_cls}">{esc(coverage)}</td><td class="num">{s.repeats * s.images}</td></tr>')
+                f'<td class="num cov-{cov_cls}">{esc(coverage)}</td>'
+                + (f'<td class="num lg-masks">{s.masks or 0}/{s.images}</td>' if masked else "")
+                + f'<td class="num">{s.repeats * s.images}</td></tr>')
         parts.append(
             f'<table class="lg-table"><thead><tr><th>{esc(t("dataset.col_folder", lang))}</th>'
             f'<th class="num">{esc(t("dataset.col_repeats", lang))}</th><th>{esc(t("dataset.col_tokens", lang))}</th>'
             f'<th class="num">{esc(t("dataset.col_images", lang))}</th><th class="num">{esc(t("dataset.col_captions", lang))}</th>'
-            f'<th class="num">{esc(t("dataset.col_samples", lang))}</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+            + (f'<th class="num">{esc(t("dataset.col_masks", lang))}</th>' if masked else "")
+            + f'<th class="num">{esc(t("dataset.col_samples", lang))}</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
         if any(not s.is_reg and s.captioned < s.images for s in summary.subsets):
             parts.append(f'<div class="lg-note">{esc(t("dataset.caption_fallback", lang, ext=summary.caption_extension or "—"))}</div>')
     elif not summary.error:

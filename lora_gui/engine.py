@@ -112,6 +112,7 @@ class SubsetRow:
     images: int
     captioned: int
     is_reg: bool
+    masks: Optional[int] = None  # images with a loss mask (None: masked loss is off)
 
 
 @dataclass
@@ -158,6 +159,7 @@ def dataset_summary(cfg: TrainConfig, scan: Any = None) -> Optional[DatasetSumma
     """Subsets, buckets and the exact step count; None without an image folder or when the scan fails."""
     if not cfg.train_data_dir.strip():
         return None
+    from trainer.data.masks import has_mask, uses_masks
     from trainer.data.steps import plan_steps
 
     scan = scan if scan is not None else scan_folders(cfg)
@@ -175,6 +177,9 @@ def dataset_summary(cfg: TrainConfig, scan: Any = None) -> Optional[DatasetSumma
         batch_size=cfg.train_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         by_steps=cfg.max_train_steps > 0,
     )
+    if uses_masks(cfg):
+        for row, subset in zip(summary.subsets, scan.subsets):
+            row.masks = sum(has_mask(image.path, cfg) for image in subset.images)
     if not scan.train.image_count:
         return summary
     try:

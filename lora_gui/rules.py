@@ -102,6 +102,7 @@ ENABLED_WHEN: dict[str, Callable[[Values], bool]] = {
     "ema_start_step": lambda v: _positive(v, "ema_decay"),
     "ema_update_every": lambda v: _positive(v, "ema_decay"),
     "ema_save_non_ema": lambda v: _positive(v, "ema_decay"),
+    "conditioning_data_dir": lambda v: bool(v.get("masked_loss")) and not v.get("alpha_mask"),
     "huber_schedule": _huber,
     "huber_c": _huber,
     "huber_scale": _huber,

@@ -14,6 +14,7 @@ Batch dict (`load_batch`):
     crop_top_lefts   (B, 2) int64, (top, left) of the crop in the resized image | conditioning,
     target_sizes     (B, 2) int64, (height, width) of the bucket               | diffusers order
     image_paths      list[str], is_reg (B,) bool
+    masks            (B, 1, H, W) float32 in [0, 1], with masked_loss / alpha_mask (trainer.data.masks)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from trainer.data.buckets import crop_offsets
 from trainer.data.captions import CaptionOptions, process_caption
 from trainer.data.latent_cache import (BadCacheFile, CacheKey, CachedLatents, cache_path, caching_blockers, load_latents,
                                        save_latents)
+from trainer.data.masks import load_mask, mask_to_bucket, uses_masks
 from trainer.data.scan import DatasetError, DatasetScan, scan_dataset
 from trainer.data.steps import PlannedImage, StepPlan, epoch_batches, plan_steps
 
@@ -99,6 +101,8 @@ class LoraDataset:
         }
         key = "latents" if self.latents_cached else "pixel_values"
         batch[key] = torch.stack([s["tensor"] for s in samples])
+        if uses_masks(self.cfg):
+            batch["masks"] = torch.stack([s["mask"] for s in samples])
         return batch
 
     def _load_sample(self, sample_id: int, epoch: int) -> dict:
@@ -120,10 +124,12 @@ class LoraDataset:
             if flip:
                 pil = imageops.flip_horizontal(pil)
             tensor = imageops.to_tensor(pil)
+        mask = self._mask(image, resized_size, (left, top), flip) if uses_masks(cfg) else None
         if flip:
             left = resized_size[0] - left - image.bucket[0]
         caption_rng = _sample_rng("caption", cfg.seed, epoch, sample_id)
         return {
+            "mask": mask,
             "tensor": tensor,
             "caption": process_caption(image.caption, self.caption_options, epoch=epoch, rng=caption_rng),
             "loss_weight": image.loss_weight,
@@ -133,6 +139,19 @@ class LoraDataset:
             "path": str(image.path),
             "is_reg": image.is_reg,
         }
+
+    def _mask(self, image: PlannedImage, resized_size: tuple[int, int], crop: tuple[int, int],
+              flip: bool) -> torch.Tensor:
+        """The image's loss mask at bucket size, (1, H, W) in [0, 1] (ones without one), with the image's resize,
+        crop and flip."""
+        mask = load_mask(image.path, self.cfg)
+        if mask is not None:
+            if mask.size != tuple(image.image_size):  # a mask drawn at another size: stretched to the image's
+                mask = mask.resize(tuple(image.image_size))
+            mask = mask_to_bucket(mask, resized_size, crop, image.bucket, flip=flip)
+        if mask is None:
+            return torch.ones((1, image.bucket[1], image.bucket[0]), dtype=torch.float32)
+        return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0).unsqueeze(0)
 
     # ---- latent cache -------------------------------------------------------------------
     @property

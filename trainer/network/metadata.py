@@ -114,6 +114,8 @@ def loss_metadata(cfg: TrainConfig) -> dict[str, Any]:
         "ss_loss_type": cfg.loss_type,
         "ss_scale_v_pred_loss_like_noise_pred": cfg.scale_v_pred_loss_like_noise_pred,
         "ss_v_pred_like_loss": float(cfg.v_pred_like_loss) if cfg.v_pred_like_loss else None,
+        "ss_masked_loss": cfg.masked_loss,
+        "ss_alpha_mask": cfg.alpha_mask,
     }
     if cfg.ema_decay:  # not an sd-scripts option: our own keys, beside its ss_* ones
         keys.update(ss_ema_decay=float(cfg.ema_decay), ss_ema_start_step=cfg.ema_start_step,

@@ -17,6 +17,10 @@ class FolderSettings:
     reg_data_dir: str = param("", "Regularisation image folder: the parent of <repeats>_<class> folders (optional).",
                               tab="folders", label="Regularisation folder", widget="path",
                               accept=FOLDER)
+    conditioning_data_dir: str = param(
+        "", "Masked loss: the folder of mask images, named like the training images (white = learn, black = "
+        "ignore), directly in it or in sub-folders named like the image folders (optional).", tab="folders",
+        label="Mask (conditioning) folder", widget="path", accept=FOLDER)
     output_dir: str = param("", "Folder where LoRA files, samples and the event log are written.",
                             tab="folders", label="Output folder", widget="path", accept=FOLDER)
     output_name: str = param("last", "File name (without extension) of the trained LoRA.",

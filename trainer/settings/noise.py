@@ -54,6 +54,12 @@ class NoiseSettings:
     v_pred_like_loss: float = param(0.0, "Add this share of a v-prediction-like loss: loss += loss x value x "
                                     "(SNR+1)/SNR (0 = off).", tab="advanced", section="loss", label="V pred like loss",
                                     min=0.0, max=1.0)
+    masked_loss: bool = param(False, "Weight the loss of each image by its mask from the mask (conditioning) "
+                              "folder: black areas are not learned. Images without a mask count everywhere.",
+                              tab="advanced", section="loss", label="Masked loss")
+    alpha_mask: bool = param(False, "Use each image's alpha channel as its loss mask (transparent areas are not "
+                             "learned); images without alpha count everywhere.", tab="advanced", section="loss",
+                             label="Alpha mask")
     save_every_n_steps: int = param(0, "Also save a LoRA every N steps (0 = off).", tab="advanced", section="saving",
                                     label="Save every N steps", min=0, max=10_000_000)
     save_state: bool = param(False, "Save optimizer, scheduler and RNG state with each save, for resuming.",

@@ -68,7 +68,8 @@ class DiffusionObjective:
         noisy = self.schedule.add_noise(latents, noise if input_noise is None else input_noise, timesteps)
         with self.autocast():
             pred = self.family.predict(self.comp, noisy.to(self.weight_dtype), timesteps, cond, extras)
-        loss = self.terms.per_sample(pred, self.schedule.target(latents, noise, timesteps), timesteps)
+        loss = self.terms.per_sample(pred, self.schedule.target(latents, noise, timesteps), timesteps,
+                                     mask=extras.get("masks"))
         return self.terms.apply_weights(loss * weights.to(loss.device), timesteps)
 
     def _global_shape(self, batch: Batch) -> tuple[int, int, int, int]:

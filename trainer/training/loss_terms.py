@@ -4,7 +4,8 @@
   the timestep (`huber_schedule`);
 - the per-timestep weights, applied after the per-sample mean in sd-scripts' order: Min-SNR-γ,
   scale-v-pred-like-noise-pred, v-pred-like loss, debiased estimation;
-- input-perturbation noise (`ip_noise_gamma`) on the noisy input only.
+- input-perturbation noise (`ip_noise_gamma`) on the noisy input only;
+- masked loss: the element loss times the image's mask at latent size (trainer/data/masks.py).
 
 Written here because no library offers them with sd-scripts' exact semantics (diffusers' training
 examples carry Min-SNR only); the loop calls `LossTerms` through trainer/training/loss.py.
@@ -16,6 +17,7 @@ import math
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 
 from trainer.training.noise import NoiseSchedule
 
@@ -30,8 +32,11 @@ class LossTerms:
         self.v_prediction = schedule.prediction_type == "v_prediction"
 
     # ---- the element loss --------------------------------------------------------------------
-    def per_sample(self, pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """The element loss averaged over C, H, W: one value per sample."""
+    def per_sample(self, pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,
+                   mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The element loss averaged over C, H, W: one value per sample. `mask` (B, 1, H, W) in [0, 1] at
+        pixel size: shrunk to the latents by area averaging and multiplied in before the mean, as
+        sd-scripts' masked loss does (the mean still counts every element)."""
         diff = pred.float() - target.float()
         kind = self.cfg.loss_type
         if kind == "l2":
@@ -42,6 +47,8 @@ class LossTerms:
             c = self.huber_c(timesteps).to(diff.device).view(-1, *([1] * (diff.dim() - 1)))
             root = (diff.square() + c.square()).sqrt() - c
             loss = 2 * c * root if kind == "huber" else 2 * root
+        if mask is not None:
+            loss = loss * F.interpolate(mask.to(loss.device, loss.dtype), size=loss.shape[-2:], mode="area")
         return loss.mean(dim=tuple(range(1, diff.dim())))
 
     def huber_c(self, timesteps: torch.Tensor) -> torch.Tensor:

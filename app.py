@@ -96,11 +96,35 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_app(initial=initial, initial_preset=initial_preset, manager=manager, lang=lang,
                      follow_browser=args.lang == "auto", remote_warning=remote, tools=tools)
     print(f"LoRA GUI: {url}  (press Ctrl+C here to quit)", file=sys.stderr, flush=True)
+    _patient_localhost_check()
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, inbrowser=args.inbrowser, share=False, show_error=True,
         quiet=True, css=CSS_PATH.read_text(encoding="utf-8"), js=JS_PATH.read_text(encoding="utf-8"), footer_links=[],
         allowed_paths=[str(APP_DIR / "demo")], theme=_theme())
     return 0
+
+
+def _patient_localhost_check(seconds: float = 120.0) -> None:
+    """Gradio's launch() asks its own page once with a 3-second timeout and, when that times out, stops with
+    "localhost is not accessible". Building this page's first answer takes longer than that on a busy
+    2-core machine, so the same check waits for an answer up to `seconds` instead (Gradio has no setting)."""
+    import time
+
+    import httpx
+    from gradio import networking
+
+    def url_ok(address: str) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if httpx.head(address, timeout=30, verify=False).status_code < 400:
+                    return True
+            except (httpx.ConnectError, httpx.TimeoutException):
+                pass
+            time.sleep(0.5)
+        return False
+
+    networking.url_ok = url_ok
 
 
 def _theme():

@@ -74,7 +74,8 @@ def test_preset_save_reload_load(open_page, shot, tmp_path):
 def test_japanese(open_page, shot):
     page = open_page()
     pick(page, "language-select", "日本語")
-    expect(page.locator("#tab-folders-button")).to_have_text("フォルダ")
+    # the switch relabels every part of the page, then checks the form again: seconds on a busy machine
+    expect(page.locator("#tab-folders-button")).to_have_text("フォルダ", timeout=60_000)
     expect(page.locator("#tab-source_model-button")).to_have_text("モデル")
     expect(page.locator("#start-button")).to_contain_text("学習開始")
     page.click("#tab-folders-button")

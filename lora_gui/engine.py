@@ -83,6 +83,13 @@ def detect_model(path: str) -> Optional[ModelDetection]:
     return _detect_cached(path, mtime)
 
 
+def is_hub_id(text: str) -> bool:
+    """Whether a model field's text is a Hugging Face id (owner/name), as the engine's detection reads it."""
+    from trainer.families.detect import is_hub_id as engine_is_hub_id
+
+    return engine_is_hub_id(text)
+
+
 def forget_detections() -> None:
     """Detect anew: a model the cache did not hold may be there now (a download finished)."""
     _detect_cached.cache_clear()

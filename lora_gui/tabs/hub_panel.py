@@ -6,21 +6,19 @@ Nothing is downloaded unless the user presses it; the server runs one download a
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Callable
 
 import gradio as gr
 
 from lora_gui import i18n
-from lora_gui.engine import forget_detections
+from lora_gui.engine import forget_detections, is_hub_id
 from lora_gui.file_browser import size_text
 from lora_gui.hub_download import DOWNLOADER, DownloadState, HubDownloadError
 from lora_gui.page import Page
 from lora_gui.panel_view import esc, format_duration
 
 MODEL_FIELD = "pretrained_model_name_or_path"
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name, as the Hub spells ids
 
 
 def build(page: Page) -> None:
@@ -51,7 +49,7 @@ def wire(page: Page, lang_box: Any, recheck: tuple[Callable[..., list], list, li
 
 def start(value: str, lang: str) -> list[Any]:
     repo_id = str(value or "").strip()
-    if not _REPO_ID.match(repo_id) or repo_id.startswith((".", "/", "~")):
+    if not is_hub_id(repo_id):
         return [_line(i18n.t("hub.not_an_id", lang), "warning"), gr.update(active=False)]
     try:
         DOWNLOADER.start(repo_id)

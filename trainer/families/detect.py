@@ -44,6 +44,11 @@ REFINER_HINT = "Choose an SDXL base model (two text encoders), e.g. sd_xl_base_1
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def is_hub_id(text: str) -> bool:
+    """`owner/name` as the Hugging Face Hub spells model ids (not a relative or home path)."""
+    return bool(_HUB_ID.match(text)) and not text.startswith((".", "/", "~"))
+
+
 def detect_model(path: str) -> ModelInfo:
     """Detect the family and prediction type of a diffusers folder, single file, or cached hub id."""
     text = str(path).strip()
@@ -61,7 +66,7 @@ def detect_model(path: str) -> ModelInfo:
                               "the family is detected then."])
         raise ModelPathError(f"{p.name} is not a model file.",
                              "Use a diffusers folder or a .safetensors/.ckpt checkpoint.")
-    if _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+    if is_hub_id(text):
         return _detect_hub(text)
     raise ModelPathError(f"Model not found: {text}", "Check the path; it must be a folder or file on this computer.")
 

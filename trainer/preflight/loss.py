@@ -19,9 +19,10 @@ def loss_weighting(ctx: Context) -> Iterator[Finding]:
                     f"Debiased estimation and Min SNR gamma ({cfg.min_snr_gamma:g}) both weight the loss by the "
                     "timestep's SNR; together they under-weight the noisy timesteps twice. Use one of them.",
                     gamma=cfg.min_snr_gamma)
-    info = ctx.model_info
-    v_model = cfg.v_parameterization or bool(info is not None and info.v_parameterization)
-    if cfg.scale_v_pred_loss_like_noise_pred and not v_model:
+    if not cfg.scale_v_pred_loss_like_noise_pred or cfg.v_parameterization:
+        return
+    info = ctx.model_info  # detected only when the option is on
+    if not (info is not None and info.v_parameterization):
         yield issue("scale_v_pred_loss_like_noise_pred", WARNING, "scale_v_pred_without_v_model",
                     "Scale v-prediction loss only changes a v-prediction model's loss; this model predicts noise, "
                     "so it does nothing. Turn it off, or switch on v-parameterization for a v model.")
